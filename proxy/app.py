@@ -1,0 +1,226 @@
+"""create_app(settings): the route table, credentials, the upstream session and the one handler.
+
+Every request goes through `handle`, which is also the one edge where the proxy's own errors
+become JSON and where the access log line is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Final
+
+import botocore.session
+from aiohttp import ClientSession, web
+
+from proxy.credentials import Identity
+from proxy.errors import ERROR_HEADER, BadRequest, BodyTooLarge, NoRoute, ProxyError
+from proxy.logs import log_access
+from proxy.routing import Router, Upstream
+from proxy.settings import RESERVED_PREFIX, Settings
+from proxy.target import split_target
+from proxy.upstream import Exchange, create_session, forward
+
+SETTINGS: Final = web.AppKey("settings", Settings)
+ROUTER: Final = web.AppKey("router", Router)
+IDENTITIES: Final = web.AppKey("identities", list[Identity])
+SESSION: Final = web.AppKey("session", ClientSession)
+
+# Lambda rejects request payloads over 6 MB; the default limit says so before AWS does.
+FIRST_RESOLUTION_WAIT: Final = 5.0
+LIMIT_HINT: Final = "raise max_body_size to change it (Lambda itself refuses more than 6 MB)"
+
+
+def json_response(status: int, data: object) -> web.Response:
+    return web.Response(status=status, body=json.dumps(data), content_type="application/json")
+
+
+def error_response(error: ProxyError) -> web.Response:
+    return web.Response(
+        status=error.status,
+        body=error.body(),
+        content_type="application/json",
+        headers={ERROR_HEADER: error.code},
+    )
+
+
+def declared_too_large(declared: int, limit: int) -> BodyTooLarge:
+    return BodyTooLarge(
+        f"the request body is {declared} bytes, over the limit of {limit}; {LIMIT_HINT}"
+    )
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to be over `limit`."""
+    declared = request.content_length
+    if declared is not None:
+        if declared > limit:
+            raise declared_too_large(declared, limit)
+        if declared == 0:
+            return b""
+        try:
+            return await request.content.readexactly(declared)
+        except asyncio.IncompleteReadError:
+            raise BadRequest(
+                f"the request body ended after fewer than the {declared} bytes declared"
+            ) from None
+    if not request.body_exists:
+        return b""
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(
+                f"the request body grew past the limit of {limit} bytes; {LIMIT_HINT}"
+            )
+    return bytes(body)
+
+
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """Answer `Expect: 100-continue` with 413 at once when the declared body is too large."""
+    limit = request.app[SETTINGS].max_body_size
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        response = error_response(declared_too_large(declared, limit))
+        response.force_close()
+        return response
+    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+    return None
+
+
+def health(request: web.Request) -> web.Response:
+    return json_response(200, {"status": "ok"})
+
+
+def ready(request: web.Request) -> web.Response:
+    identities = [identity.status() for identity in request.app[IDENTITIES]]
+    unusable = [status for status in identities if not status["usable"]]
+    body: dict[str, object] = {"ready": not unusable, "identities": identities}
+    if unusable:
+        body["reason"] = "; ".join(str(status["error"]) for status in unusable)
+    return json_response(503 if unusable else 200, body)
+
+
+def routes(request: web.Request) -> web.Response:
+    table = [
+        {
+            "prefix": upstream.prefix,
+            "url": upstream.url,
+            "region": upstream.region,
+            "service": upstream.service,
+            "strip_prefix": upstream.strip_prefix,
+            "timeout": upstream.timeout.total,
+            "identity": upstream.identity.name,
+        }
+        for upstream in request.app[ROUTER].upstreams
+    ]
+    return json_response(200, {"routes": table})
+
+
+RESERVED: Final[dict[str, Callable[[web.Request], web.Response]]] = {
+    f"{RESERVED_PREFIX}/health": health,
+    f"{RESERVED_PREFIX}/ready": ready,
+    f"{RESERVED_PREFIX}/routes": routes,
+}
+
+
+def _reserved(request: web.Request, path: str) -> web.Response:
+    endpoint = RESERVED.get(path.rstrip("/"))
+    if endpoint is None:
+        raise NoRoute(
+            f"{path} is reserved for the proxy and never forwarded; its endpoints are "
+            + ", ".join(RESERVED)
+        )
+    return endpoint(request)
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    exchange = Exchange(request.method, request.raw_path.partition("?")[0][:2048])
+    reserved = False
+    try:
+        path, query = split_target(request.raw_path)
+        exchange.path = path
+        if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
+            reserved = True
+            response = _reserved(request, path)
+            exchange.status = response.status
+            return response
+        router = request.app[ROUTER]
+        upstream = router.match(path)
+        if upstream is None:
+            raise NoRoute(
+                f"no route for {path}; the configured prefixes are {', '.join(router.prefixes)}"
+            )
+        exchange.route = upstream.prefix
+        if not upstream.identity.usable:
+            await upstream.identity.wait_first_attempt()
+        upstream.identity.current()  # fail before reading the body
+        body = await read_body(request, request.app[SETTINGS].max_body_size)
+        return await forward(request, request.app[SESSION], upstream, path, query, body, exchange)
+    except ProxyError as error:
+        exchange.status = error.status
+        exchange.outcome = error.code
+        response = error_response(error)
+        if not request.content.is_eof():
+            response.force_close()  # a refused body is never read: the connection cannot go on
+        return response
+    except asyncio.CancelledError:
+        exchange.outcome = exchange.outcome or "client_disconnected"
+        raise
+    finally:
+        if not reserved:
+            log_access(exchange, time.perf_counter() - started)
+
+
+def default_aws_setting(name: str) -> str | None:
+    """A setting from the AWS environment and config files, as the AWS CLI would read it."""
+    value = botocore.session.Session().get_config_variable(name)
+    return str(value) if value else None
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the app; ConfigError if a route cannot be compiled (for instance, no region)."""
+    identity = Identity()
+    default_region = settings.region or default_aws_setting("region")
+    router = Router(
+        Upstream.from_route(route, default_region, identity) for route in settings.routes
+    )
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[ROUTER] = router
+    app[IDENTITIES] = [identity]
+    app.cleanup_ctx.append(_credentials)
+    app.cleanup_ctx.append(_upstream_session)
+    app.router.add_route("*", "/{tail:.*}", handle, expect_handler=expect_continue)
+    return app
+
+
+async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    ca_bundle = settings.ca_bundle
+    if ca_bundle is None and (configured := default_aws_setting("ca_bundle")):
+        ca_bundle = Path(configured)
+    app[SESSION] = session = create_session(ca_bundle)
+    yield
+    await session.close()
+
+
+async def _credentials(app: web.Application) -> AsyncIterator[None]:
+    identities = app[IDENTITIES]
+    tasks = [asyncio.create_task(identity.run()) for identity in identities]
+    # Resolve before listening, so the first requests need not wait; a slow source (instance
+    # metadata far away) does not hold start-up hostage: requests wait for it instead.
+    first = asyncio.gather(*(identity.wait_first_attempt() for identity in identities))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(first, FIRST_RESOLUTION_WAIT)
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,130 @@
+"""The command line: flags + environment + file into Settings, then serve on uvloop.
+
+Flags are generated from the Settings fields, so each one appears in --help with its
+environment variable and default, and is validated like the file and the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, NoReturn, get_args, get_origin
+
+from pydantic import ByteSize
+from pydantic_core import PydanticUndefined
+
+from proxy import __version__
+from proxy.logs import configure
+from proxy.settings import CONFIG_ENV, ConfigError, Settings, env_name, load_settings
+
+log = logging.getLogger("proxy")
+
+EXIT_CONFIG = 2
+
+
+def parse_route(text: str) -> dict[str, str]:
+    prefix, sep, url = text.partition("=")
+    if not sep or not prefix or not url:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not PREFIX=URL, for example /users=https://abc.lambda-url.us-east-1.on.aws"
+        )
+    return {"prefix": prefix, "url": url}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lambda-url-proxy",
+        description="Local reverse proxy that signs requests with AWS SigV4 for Lambda Function "
+        "URLs (auth type AWS_IAM). Precedence: flags > environment > config file > defaults.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Credentials come from the standard AWS chain: environment, AWS_PROFILE and "
+        "~/.aws files, SSO, credential_process, container and instance metadata.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help=f"TOML configuration file [env: {CONFIG_ENV}]",
+    )
+    for name, field in Settings.model_fields.items():
+        env = env_name(name)
+        if name == "routes":
+            parser.add_argument(
+                "--route",
+                dest="routes",
+                action="append",
+                type=parse_route,
+                metavar="PREFIX=URL",
+                help=f"{field.description} [env: {env} as JSON, e.g. "
+                '\'[{"prefix": "/users", "url": "https://..."}]\']',
+            )
+            continue
+        default = field.default
+        if isinstance(default, ByteSize):
+            default = default.human_readable(separator=" ")
+        shown = "" if default in (None, PydanticUndefined) else f" (default: {default})"
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            metavar="{" + ",".join(choices) + "}" if choices else name.upper(),
+            choices=choices,
+            help=f"{field.description} [env: {env}]{shown}",
+        )
+    return parser
+
+
+def _fail(message: str, json_logs: bool) -> NoReturn:
+    if json_logs:
+        configure("json", "info")
+        logging.getLogger("proxy").error(message, extra={"fields": {"event": "config_error"}})
+    else:
+        print(f"lambda-url-proxy: {message}", file=sys.stderr)
+    sys.exit(EXIT_CONFIG)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    flags: dict[str, Any] = {
+        name: value for name, value in vars(args).items() if value is not None and name != "config"
+    }
+    json_logs = flags.get("log_format") == "json"
+    try:
+        settings = load_settings(flags, config_file=args.config)
+    except ConfigError as error:
+        _fail(str(error), json_logs)
+    configure(settings.log_format, settings.log_level)
+    from proxy.server import serve  # after logging is set: importing aiohttp is the slow part
+
+    try:
+        _run(serve(settings))
+    except ConfigError as error:
+        _fail(str(error), settings.log_format == "json")
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            log.error(
+                "cannot listen on %s:%d: the port is in use; pick another with --port",
+                settings.host,
+                settings.port,
+            )
+        else:
+            log.error("cannot listen on %s:%d: %s", settings.host, settings.port, error.strerror)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        pass
+
+
+def _run(coroutine: Any) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
+        asyncio.run(coroutine)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coroutine)

@@ -1,0 +1,61 @@
+"""The proxy's own errors and their one JSON shape.
+
+ProxyError                      every error the proxy answers itself
+├── NoRoute                     404 no_route
+├── BadRequest                  400 bad_request
+├── BodyTooLarge                413 body_too_large
+├── UpstreamUnreachable         502 upstream_unreachable
+├── UpstreamTimeout             504 upstream_timeout
+└── CredentialsUnavailable      503 credentials_unavailable
+
+Upstream answers, 403 included, are never turned into ProxyErrors: they pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar, Final
+
+ERROR_HEADER: Final = "X-Proxy-Error"
+
+
+class ProxyError(Exception):
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> bytes:
+        return json.dumps({"error": self.code, "message": self.message}).encode()
+
+
+class NoRoute(ProxyError):
+    code = "no_route"
+    status = 404
+
+
+class BadRequest(ProxyError):
+    code = "bad_request"
+    status = 400
+
+
+class BodyTooLarge(ProxyError):
+    code = "body_too_large"
+    status = 413
+
+
+class UpstreamUnreachable(ProxyError):
+    code = "upstream_unreachable"
+    status = 502
+
+
+class UpstreamTimeout(ProxyError):
+    code = "upstream_timeout"
+    status = 504
+
+
+class CredentialsUnavailable(ProxyError):
+    code = "credentials_unavailable"
+    status = 503

@@ -1,0 +1,75 @@
+"""Which headers cross the proxy, as named sets and pure filters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from aiohttp import hdrs
+from multidict import CIMultiDict
+
+# RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded.
+HOP_BY_HOP: Final = frozenset(
+    name.lower()
+    for name in (
+        hdrs.CONNECTION,
+        "keep-alive",
+        hdrs.PROXY_AUTHENTICATE,
+        hdrs.PROXY_AUTHORIZATION,
+        "proxy-connection",
+        hdrs.TE,
+        hdrs.TRAILER,
+        hdrs.TRANSFER_ENCODING,
+        hdrs.UPGRADE,
+    )
+)
+
+# Request headers the proxy replaces or must not pass on: the upstream's Host and the body's
+# length are set by the proxy, the client's own credentials and dates would confuse SigV4, and
+# X-Forwarded-*/Forwarded are the Function URL's to set, not a local client's.
+DROPPED_REQUEST: Final = HOP_BY_HOP | frozenset(
+    name.lower()
+    for name in (
+        hdrs.HOST,
+        hdrs.CONTENT_LENGTH,
+        hdrs.EXPECT,
+        hdrs.AUTHORIZATION,
+        hdrs.DATE,
+        hdrs.FORWARDED,
+    )
+)
+DROPPED_REQUEST_PREFIXES: Final = ("x-amz-", "x-forwarded-")
+
+# The proxy frames the body to the client itself (chunked or the upstream's Content-Length).
+DROPPED_RESPONSE: Final = HOP_BY_HOP
+
+
+def _named_in_connection(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
+    named: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            named.update(token.strip().lower() for token in value.split(","))
+    return frozenset(named)
+
+
+def _kept(
+    headers: Iterable[tuple[str, str]], dropped: frozenset[str], prefixes: tuple[str, ...]
+) -> CIMultiDict[str]:
+    items = list(headers)
+    dropped = dropped | _named_in_connection(items)
+    kept: CIMultiDict[str] = CIMultiDict()
+    for name, value in items:
+        lower = name.lower()
+        if lower not in dropped and not lower.startswith(prefixes):
+            kept.add(name, value)
+    return kept
+
+
+def request_headers_to_forward(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+    """The client's headers that may go upstream, every repeated value kept, in order."""
+    return _kept(headers, DROPPED_REQUEST, DROPPED_REQUEST_PREFIXES)
+
+
+def response_headers_to_return(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+    """The upstream's headers for the client, repeated ones such as Set-Cookie all kept."""
+    return _kept(headers, DROPPED_RESPONSE, ())

@@ -1,0 +1,104 @@
+"""Log set-up (text or one JSON object a line) and the access log line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from aiohttp.http_exceptions import HttpProcessingError
+
+from proxy.upstream import Exchange
+
+access_log = logging.getLogger("proxy.access")
+
+# What an upstream 403 usually means, by x-amzn-ErrorType.
+FORBIDDEN_HINTS: Final = {
+    "InvalidSignatureException": "AWS rejected the signature: check the clock and the secret "
+    "key; if both are right, report the request path as a bug",
+    "AccessDeniedException": "the identity lacks permission: allow lambda:InvokeFunctionUrl and, "
+    "for Function URLs created since October 2025, lambda:InvokeFunction on the function",
+    "UnrecognizedClientException": "AWS does not know these credentials: check the access key",
+    "ExpiredTokenException": "the credentials have expired: refresh them (aws sso login, or new "
+    "temporary keys)",
+}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a traceback for each request its parser refuses; a client's bad bytes are
+    not the proxy's error: one warning line says what was refused."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+            error = record.exc_info[1]
+            record.msg = "refused a malformed request (%d): %s"
+            record.args = (error.code, " ".join(error.message.split())[:300])
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def configure(log_format: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(MalformedRequestFilter())
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # botocore narrates every credential look-up at INFO; the proxy reports the outcome itself.
+    logging.getLogger("botocore").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    logging.captureWarnings(True)
+
+
+def log_access(exchange: Exchange, seconds: float) -> None:
+    hint = FORBIDDEN_HINTS.get(exchange.error_type or "") if exchange.status == 403 else None
+    level = logging.WARNING if hint or exchange.outcome else logging.INFO
+    if not access_log.isEnabledFor(level):
+        return
+    fields = {
+        "event": "access",
+        "method": exchange.method,
+        "path": exchange.path,
+        "route": exchange.route,
+        "status": exchange.status,
+        "duration_ms": round(seconds * 1000, 1),
+        "bytes": exchange.bytes_sent,
+        "upstream_request_id": exchange.request_id,
+        "upstream_error_type": exchange.error_type,
+        "outcome": exchange.outcome,
+    }
+    extra = f" {exchange.outcome}" if exchange.outcome else ""
+    if hint:
+        extra += f" {exchange.error_type}: {hint}"
+    access_log.log(
+        level,
+        "%s %s -> %s %d %.1fms %dB id=%s%s",
+        exchange.method,
+        exchange.path,
+        exchange.route,
+        exchange.status,
+        seconds * 1000,
+        exchange.bytes_sent,
+        exchange.request_id or "-",
+        extra,
+        extra={"fields": fields},
+    )

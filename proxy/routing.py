@@ -1,0 +1,95 @@
+"""Match a request path to an upstream: longest prefix on a segment boundary, in O(depth)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aiohttp import ClientTimeout
+from yarl import URL
+
+from proxy.credentials import Identity
+from proxy.settings import ConfigError, Route, region_from_url
+from proxy.target import canonical_path
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """A route compiled once at start-up: everything the request path needs, precomputed."""
+
+    prefix: str
+    url: str
+    strip_prefix: bool
+    scheme: str
+    host: str
+    port: int | None
+    host_header: str
+    base_path: str  # canonical, without a trailing slash; "" for the root
+    region: str
+    service: str
+    timeout: ClientTimeout
+    identity: Identity
+
+    @classmethod
+    def from_route(cls, route: Route, default_region: str | None, identity: Identity) -> Upstream:
+        url = URL(route.url)
+        region = route.region or region_from_url(url) or default_region
+        if region is None:
+            raise ConfigError(
+                f"route {route.prefix!r} has url {route.url!r}, which does not reveal its region: "
+                "set region on the route, pass --region, or set AWS_REGION"
+            )
+        base_path = canonical_path(url.raw_path or "/").rstrip("/")
+        assert url.raw_host is not None  # Route validated the url
+        return cls(
+            prefix=route.prefix,
+            url=route.url,
+            strip_prefix=route.strip_prefix,
+            scheme=url.scheme,
+            host=url.raw_host,
+            port=url.explicit_port,
+            host_header=url.host_port_subcomponent or url.raw_host,
+            base_path=base_path,
+            region=region,
+            service=route.service,
+            timeout=ClientTimeout(total=route.timeout),
+            identity=identity,
+        )
+
+    def path_for(self, path: str) -> str:
+        """The upstream path for a canonical request path this upstream matched."""
+        if self.strip_prefix and self.prefix != "/":
+            path = path[len(self.prefix) :]
+        return self.base_path + path or "/"
+
+    def url_for(self, path: str, query: str) -> URL:
+        return URL.build(
+            scheme=self.scheme,
+            host=self.host,
+            port=self.port,
+            path=self.path_for(path),
+            query_string=query,
+            encoded=True,
+        )
+
+
+class Router:
+    def __init__(self, upstreams: Iterable[Upstream]) -> None:
+        self._by_prefix = {upstream.prefix: upstream for upstream in upstreams}
+        self.upstreams = sorted(self._by_prefix.values(), key=lambda u: u.prefix)
+
+    def match(self, path: str) -> Upstream | None:
+        """The upstream with the longest prefix that is `path` or a parent of it, segment-wise;
+        one dict look-up per segment of the path, whatever the number of routes."""
+        candidate = path
+        while True:
+            upstream = self._by_prefix.get(candidate)
+            if upstream is not None:
+                return upstream
+            if candidate == "/":
+                return None
+            candidate = candidate[: candidate.rindex("/")] or "/"
+
+    @property
+    def prefixes(self) -> list[str]:
+        return [upstream.prefix for upstream in self.upstreams]

@@ -1,0 +1,106 @@
+"""Run the app on a socket until SIGINT or SIGTERM, then shut down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+from typing import Final
+
+from aiohttp import web
+
+from proxy import __version__
+from proxy.app import ROUTER, create_app
+from proxy.settings import Settings
+
+log = logging.getLogger("proxy")
+
+SHUTDOWN_GRACE: Final = 10.0
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _announce(app: web.Application, settings: Settings, address: str) -> None:
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    log.info(
+        "lambda-url-proxy %s listening on %s (event loop: %s)",
+        __version__,
+        address,
+        loop,
+        extra={
+            "fields": {"event": "listening", "url": address, "version": __version__, "loop": loop}
+        },
+    )
+    upstreams = app[ROUTER].upstreams
+    width = max(len(upstream.prefix) for upstream in upstreams)
+    for upstream in upstreams:
+        log.info(
+            "route %s -> %s (region %s, identity %s)",
+            upstream.prefix.ljust(width),
+            upstream.url,
+            upstream.region,
+            upstream.identity.name,
+            extra={
+                "fields": {
+                    "event": "route",
+                    "prefix": upstream.prefix,
+                    "upstream": upstream.url,
+                    "region": upstream.region,
+                    "identity": upstream.identity.name,
+                }
+            },
+        )
+        if upstream.scheme == "http" and not is_loopback(upstream.host):
+            log.warning(
+                "route %s sends signed requests, session tokens included, over plain http to "
+                "%s: use https",
+                upstream.prefix,
+                upstream.host,
+            )
+    example = upstreams[0].prefix.rstrip("/") + "/"
+    log.info("try: curl %s%s", address, example)
+    if not is_loopback(settings.host):
+        log.warning(
+            "listening on %s, beyond this machine's loopback: anyone who can reach this port "
+            "calls your functions with your AWS identity. Bind to 127.0.0.1 unless that is "
+            "intended (as inside a container whose port only its own network reaches)",
+            settings.host,
+        )
+
+
+async def start(app: web.Application, settings: Settings) -> tuple[web.AppRunner, str]:
+    """Listen on the configured address; returns the runner and the URL it listens on."""
+    runner = web.AppRunner(
+        app, access_log=None, handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+async def serve(settings: Settings) -> None:
+    app = create_app(settings)
+    runner, address = await start(app, settings)
+    try:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        _announce(app, settings, address)  # after the handlers: a script may signal at once
+        await stop.wait()
+        log.info("shutting down: finishing in-flight requests (up to %g s)", SHUTDOWN_GRACE)
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,250 @@
+"""Settings and Route: one schema for the TOML file, LAMBDA_URL_PROXY_* variables and flags.
+
+Precedence: flags > environment > file > defaults. This is the only module that names the
+proxy's environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+from yarl import URL
+
+from proxy.target import canonical_path
+
+ENV_PREFIX: Final = "LAMBDA_URL_PROXY_"
+CONFIG_ENV: Final = f"{ENV_PREFIX}CONFIG"
+RESERVED_PREFIX: Final = "/_proxy"
+MiB: Final = 1024 * 1024
+
+# <url-id>.lambda-url.<region>.on.aws
+_FUNCTION_URL_HOST: Final = re.compile(r"[a-z0-9]+\.lambda-url\.([a-z0-9-]+)\.on\.aws")
+
+
+class ConfigError(Exception):
+    """Bad configuration: the message names the setting and the value, and how to fix it."""
+
+
+def region_from_url(url: URL) -> str | None:
+    match = _FUNCTION_URL_HOST.fullmatch(url.host or "")
+    return match.group(1) if match else None
+
+
+class Route(BaseModel):
+    """A route prefix and the Function URL it forwards to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prefix: str = Field(description="path prefix, matched on a segment boundary")
+    url: str = Field(description="the Function URL, http(s)://host[:port][/base-path]")
+    strip_prefix: bool = Field(True, description="remove the prefix before forwarding")
+    region: str | None = Field(None, description="signing region; default: from the URL host")
+    service: str = Field("lambda", description="signing service name")
+    timeout: float = Field(60.0, gt=0, description="seconds for the whole upstream exchange")
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, prefix: str) -> str:
+        if not prefix.startswith("/"):
+            raise ValueError(f"prefix {prefix!r} must start with '/', for example '/users'")
+        if "?" in prefix or "#" in prefix:
+            raise ValueError(f"prefix {prefix!r} must be a path, without '?' or '#'")
+        canonical = canonical_path(prefix)
+        if canonical != "/":
+            canonical = canonical.rstrip("/")
+        if canonical == RESERVED_PREFIX or canonical.startswith(RESERVED_PREFIX + "/"):
+            raise ValueError(f"prefix {prefix!r} is reserved for the proxy's own endpoints")
+        return canonical
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        try:
+            parsed = URL(url)
+        except ValueError as error:
+            raise ValueError(f"url {url!r} is not a valid URL ({error})") from None
+        if parsed.scheme not in ("http", "https"):
+            raise ValueError(
+                f"url {url!r} must start with https:// (or http:// for a local endpoint)"
+            )
+        if not parsed.host:
+            raise ValueError(f"url {url!r} has no host")
+        if parsed.user is not None or parsed.password is not None:
+            raise ValueError(f"url {url!r} must not carry a user name or password")
+        if parsed.raw_query_string or parsed.raw_fragment:
+            raise ValueError(f"url {url!r} must not have a query or fragment")
+        try:
+            _ = parsed.port
+        except ValueError:
+            raise ValueError(f"url {url!r} has an invalid port") from None
+        return url
+
+    @field_validator("region")
+    @classmethod
+    def _check_region(cls, region: str | None) -> str | None:
+        if region is not None and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", region):
+            raise ValueError(f"region {region!r} is not an AWS region name such as 'us-east-1'")
+        return region
+
+
+class _TomlFile(PydanticBaseSettingsSource):
+    """The TOML file; the [server] table's keys are top-level settings."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None:
+            return {}
+        try:
+            with self.path.open("rb") as file:
+                data = tomllib.load(file)
+        except OSError as error:
+            raise ConfigError(
+                f"config file {str(self.path)!r} cannot be read: {error.strerror}"
+            ) from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(
+                f"config file {str(self.path)!r} is not valid TOML: {error}"
+            ) from None
+        server = data.pop("server", {})
+        if not isinstance(server, dict):
+            raise ConfigError(f"config file {str(self.path)!r}: [server] must be a table")
+        if both := sorted(set(server) & set(data)):
+            raise ConfigError(
+                f"config file {str(self.path)!r}: {', '.join(both)} set both at the top level "
+                "and in [server]; keep one"
+            )
+        return {**data, **server}
+
+
+_config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8080, ge=0, le=65535, description="port to listen on (0: any free port)")
+    region: str | None = Field(
+        None,
+        description="region for routes whose URL does not reveal one "
+        "(default: AWS_REGION, AWS_DEFAULT_REGION or the profile's region)",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text, or one JSON object a line"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    max_body_size: ByteSize = Field(
+        ByteSize(6 * MiB), gt=0, description="largest request body forwarded, e.g. 6MiB"
+    )
+    ca_bundle: Path | None = Field(
+        None, description="CA bundle to verify upstream TLS (default: AWS_CA_BUNDLE)"
+    )
+    routes: list[Route] = Field(
+        default_factory=list, description="PREFIX=URL; repeat for each route", min_length=1
+    )
+
+    @field_validator("routes")
+    @classmethod
+    def _unique_prefixes(cls, routes: list[Route]) -> list[Route]:
+        seen: set[str] = set()
+        for route in routes:
+            if route.prefix in seen:
+                raise ValueError(f"prefix {route.prefix!r} is configured twice")
+            seen.add(route.prefix)
+        return routes
+
+    @field_validator("region")
+    @classmethod
+    def _check_region(cls, region: str | None) -> str | None:
+        return Route._check_region(region)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _TomlFile(settings_cls, _config_file.get())
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def _check_environment(environ: dict[str, str]) -> None:
+    known = {env_name(name) for name in Settings.model_fields} | {CONFIG_ENV}
+    if unknown := sorted(key for key in environ if key.startswith(ENV_PREFIX) and key not in known):
+        raise ConfigError(
+            f"unknown environment variable {unknown[0]}: "
+            f"the settings are {', '.join(sorted(known))}"
+        )
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in item["loc"]
+        )
+        where = where.lstrip(".") or "settings"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = f"unknown setting (value {item['input']!r}); see --help for the settings"
+        elif item["type"] == "missing":
+            message = "missing: required"
+        elif item["type"] == "too_short" and where == "routes":
+            message = (
+                "no routes configured: pass --route /prefix=https://<id>.lambda-url.<region>.on.aws,"
+                f" set {env_name('routes')}, or add [[routes]] to the config file"
+            )
+        elif (
+            "input" in item
+            and not isinstance(item["input"], dict | list)
+            and repr(item["input"]) not in message
+        ):
+            message = f"{message} (got {item['input']!r})"
+        lines.append(f"  {where}: {message}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_settings(
+    flags: dict[str, Any] | None = None,
+    config_file: Path | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Settings from flags, the environment and the config file; ConfigError if any is wrong."""
+    environ = dict(os.environ if environ is None else environ)
+    _check_environment(environ)
+    if config_file is None and environ.get(CONFIG_ENV):
+        config_file = Path(environ[CONFIG_ENV])
+    token = _config_file.set(config_file)
+    try:
+        return Settings(**(flags or {}))
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+    except SettingsError as error:
+        cause = f": {error.__cause__}" if error.__cause__ else ""
+        raise ConfigError(f"invalid configuration: {error}{cause}") from None
+    finally:
+        _config_file.reset(token)

@@ -1,0 +1,96 @@
+"""Canonical request-targets: one path and one query that are both sent upstream and signed.
+
+AWS canonicalises what it receives (dot segments removed, slashes folded, query decoded,
+re-encoded and sorted) while botocore signs what it is given. Sending exactly the canonical
+form means the proxy, AWS and any verifier compute the same canonical request, whatever the
+client typed. See ../shared/README.md, "Facts about the real AWS".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Final
+from urllib.parse import quote, unquote_to_bytes
+
+from proxy.errors import BadRequest
+
+# A path already in canonical form: unreserved characters only, no empty or dot segments.
+_CANONICAL_PATH: Final = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~]+)*/?")
+_BAD_PERCENT: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _decode(text: str, where: str) -> bytes:
+    if "%" not in text:
+        return text.encode("utf-8", "surrogateescape")
+    if bad := _BAD_PERCENT.search(text):
+        raise BadRequest(
+            f"malformed percent-encoding {text[bad.start() : bad.start() + 3]!r} in the {where}: "
+            "'%' must be followed by two hex digits (send a literal '%' as '%25')"
+        )
+    return unquote_to_bytes(text)
+
+
+def _encode(raw: bytes) -> str:
+    # quote() leaves only A-Z a-z 0-9 - _ . ~ bare, with upper-case hex: SigV4's URI encoding.
+    return quote(raw, safe="")
+
+
+def _join_normalized(segments: Iterable[str]) -> str:
+    """RFC 3986 dot-segment removal, with empty segments (repeated slashes) folded away."""
+    kept: list[str] = []
+    trailing_slash = False
+    for segment in segments:
+        if segment in ("", "."):
+            trailing_slash = True
+        elif segment == "..":
+            if kept:
+                kept.pop()
+            trailing_slash = True
+        else:
+            kept.append(segment)
+            trailing_slash = False
+    if not kept:
+        return "/"
+    return "/" + "/".join(kept) + ("/" if trailing_slash else "")
+
+
+def normalize_path(path: str) -> str:
+    """SigV4's path normalisation of a path as it is on the wire, without decoding anything."""
+    return _join_normalized(path[1:].split("/"))
+
+
+def canonical_path(raw_path: str) -> str:
+    """The path without its query, percent-encoded once, with dot segments and empty segments gone.
+
+    An encoded slash (%2F) stays inside its segment: it can never become a separator.
+    """
+    if not raw_path.startswith("/"):
+        raise BadRequest(
+            f"request target {raw_path[:100]!r} is not a path: send origin-form requests such "
+            "as 'GET /users/42'; this proxy is not a forward proxy"
+        )
+    if _CANONICAL_PATH.fullmatch(raw_path):
+        return raw_path
+    # Encoding first turns %2E%2E into "..", so encoded dot segments are removed too.
+    return _join_normalized(_encode(_decode(part, "path")) for part in raw_path[1:].split("/"))
+
+
+def canonical_query(raw_query: str) -> str:
+    """Each name and value decoded and re-encoded (`+` is a literal plus), pairs sorted."""
+    if not raw_query:
+        return ""
+    pairs: list[tuple[str, str]] = []
+    for part in raw_query.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        pairs.append((_encode(_decode(name, "query")), _encode(_decode(value, "query"))))
+    pairs.sort()
+    return "&".join(f"{name}={value}" for name, value in pairs)
+
+
+def split_target(raw_target: str) -> tuple[str, str]:
+    """(canonical path, canonical query) of a raw request-target such as `/a/../b?y=2&x=1`."""
+    path, _, query = raw_target.partition("?")
+    return canonical_path(path), canonical_query(query)

@@ -1,0 +1,180 @@
+"""Shared fixtures: a clean AWS environment, the fake Function URL, and the proxy in front of it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp import ClientSession, DummyCookieJar, web
+
+from proxy.app import create_app
+from proxy.server import start
+from proxy.settings import load_settings
+from tests.fake_function_url import FakeFunctionUrl, KeyRecord
+
+ROOT = Path(__file__).resolve().parent.parent
+AKID = "AKIAFAKEEXAMPLE00001"
+SECRET = "fAkE/sEcReT+kEy/0123456789abcdefghijklmn"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No real AWS configuration, proxy variables or instance metadata leak into a test."""
+    for key in list(os.environ):
+        if key.startswith(("AWS_", "LAMBDA_URL_PROXY_")) or key.lower() in {
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+            "no_proxy",
+        }:
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+
+
+@pytest.fixture
+def aws_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", AKID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+
+
+@pytest_asyncio.fixture
+async def fake() -> AsyncIterator[FakeFunctionUrl]:
+    async with FakeFunctionUrl(region="us-east-1") as function_url:
+        function_url.keys[AKID] = KeyRecord(SECRET)
+        yield function_url
+
+
+@dataclass
+class RunningProxy:
+    url: str
+    app: web.Application
+    client: ClientSession
+
+
+@asynccontextmanager
+async def running_proxy(**settings: Any) -> AsyncIterator[RunningProxy]:
+    """The proxy in this process, on a free port, with a plain client that changes nothing."""
+    loaded = load_settings({"port": 0, **settings})
+    app = create_app(loaded)
+    runner, url = await start(app, loaded)
+    client = ClientSession(auto_decompress=False, cookie_jar=DummyCookieJar())
+    try:
+        yield RunningProxy(url, app, client)
+    finally:
+        await client.close()
+        await runner.cleanup()
+
+
+def route(prefix: str, url: str, **options: Any) -> dict[str, Any]:
+    return {"prefix": prefix, "url": url, "region": "us-east-1", **options}
+
+
+@pytest_asyncio.fixture
+async def proxy(fake: FakeFunctionUrl, aws_keys: None) -> AsyncIterator[RunningProxy]:
+    async with running_proxy(routes=[route("/fn", fake.url)]) as running:
+        yield running
+
+
+async def raw_exchange(port: int, request: bytes, timeout: float = 5.0) -> bytes:
+    """Send bytes no HTTP client would, read until the server closes or `timeout`."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
+async def raw_response(port: int, request: bytes, timeout: float = 5.0) -> tuple[bytes, bytes]:
+    """Send `request`, read exactly one response with a Content-Length: (head, body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        assert length, head
+        body = await asyncio.wait_for(reader.readexactly(int(length.group(1))), timeout)
+        return head, body
+    finally:
+        writer.close()
+
+
+@dataclass
+class ProxyProcess:
+    process: subprocess.Popen[str]
+    url: str
+    port: int
+    lines: list[str]  # everything it printed so far; keeps filling while it runs
+
+    def stop(self, timeout: float = 10.0) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout)
+
+
+def _pump(stream: Any, lines: list[str]) -> None:
+    for line in stream:
+        lines.append(line)
+
+
+def spawn(
+    args: list[str], env: dict[str, str] | None = None, startup: float = 15.0
+) -> ProxyProcess:
+    """Start `args` (the installed command, by default); wait for its 'listening on' line."""
+    process = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    lines: list[str] = []
+    threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
+    deadline = time.monotonic() + startup
+    while time.monotonic() < deadline and process.poll() is None:
+        for line in list(lines):
+            if match := re.search(r"listening on http://[^ ]+:(\d+)", line):
+                port = int(match.group(1))
+                return ProxyProcess(process, f"http://127.0.0.1:{port}", port, lines)
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    raise AssertionError(f"{args} did not start:\n" + "".join(lines))
+
+
+@pytest.fixture
+def spawn_proxy() -> Iterator[Any]:
+    """spawn_proxy(*flags, env=...): the installed `lambda-url-proxy` on a free port."""
+    started: list[ProxyProcess] = []
+
+    def run(
+        *flags: str, env: dict[str, str] | None = None, command: list[str] | None = None
+    ) -> ProxyProcess:
+        running = spawn([*(command or ["lambda-url-proxy"]), "--port", "0", *flags], env)
+        started.append(running)
+        return running
+
+    yield run
+    for running in started:
+        if running.process.poll() is None:
+            running.process.kill()
+            running.process.wait()
+
+
+PYTHON = sys.executable

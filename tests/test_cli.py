@@ -1,0 +1,147 @@
+"""The installed command, end to end, as a real subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import AKID, SECRET, ProxyProcess, spawn
+from tests.fake_function_url import FakeFunctionUrl
+
+KEYS = {"AWS_ACCESS_KEY_ID": AKID, "AWS_SECRET_ACCESS_KEY": SECRET}
+
+
+async def start(
+    *args: str, env: dict[str, str] | None = None, command: list[str] | None = None
+) -> ProxyProcess:
+    argv = [*(command or ["lambda-url-proxy"]), "--port", "0", *args]
+    return await asyncio.to_thread(spawn, argv, env)
+
+
+async def stop(proxy: ProxyProcess) -> int:
+    return await asyncio.to_thread(proxy.stop)
+
+
+@pytest.mark.parametrize(
+    "command", [["lambda-url-proxy"], [sys.executable, "-m", "proxy"]], ids=["script", "module"]
+)
+async def test_installed_command_signs_and_forwards(
+    fake: FakeFunctionUrl, command: list[str]
+) -> None:
+    proxy = await start(
+        "--route", f"/users={fake.url}", "--region", "us-east-1", env=KEYS, command=command
+    )
+    try:
+        async with aiohttp.ClientSession() as client, client.get(proxy.url + "/users/42") as r:
+            assert r.status == 200
+            data = await r.json()
+        assert data["raw_path"] == "/42" and data["access_key"] == AKID
+        assert fake.received[-1].verified
+        assert "(event loop: uvloop)" in "".join(proxy.lines)
+        assert f"route /users -> {fake.url} (region us-east-1, identity default)" in "".join(
+            proxy.lines
+        )
+    finally:
+        assert await stop(proxy) == 0  # SIGTERM: graceful exit
+
+
+async def test_json_logs_are_one_object_per_line(fake: FakeFunctionUrl) -> None:
+    proxy = await start(
+        "--route", f"/fn={fake.url}", "--region", "us-east-1", "--log-format", "json", env=KEYS
+    )
+    async with aiohttp.ClientSession() as client:
+        for target in ("/fn/ok", "/nowhere", "/fn/status/403"):
+            async with client.get(proxy.url + target) as response:
+                await response.read()
+    await asyncio.sleep(0.2)
+    await stop(proxy)
+    records = [json.loads(line) for line in proxy.lines if line.strip()]
+    assert len(records) == len([line for line in proxy.lines if line.strip()])
+    events = [record.get("event") for record in records]
+    assert "listening" in events and events.count("access") == 3
+    access = [record for record in records if record.get("event") == "access"]
+    assert [a["status"] for a in access] == [200, 404, 403]
+    assert all({"time", "level", "message"} <= set(record) for record in records)
+
+
+async def test_wide_bind_warns_that_anyone_can_use_the_identity(fake: FakeFunctionUrl) -> None:
+    proxy = await start(
+        "--route", f"/fn={fake.url}", "--region", "us-east-1", "--host", "0.0.0.0", env=KEYS
+    )
+    await stop(proxy)
+    text = "".join(proxy.lines)
+    assert "WARNING" in text and "anyone who can reach this port" in text
+
+
+def test_version() -> None:
+    result = subprocess.run(
+        ["lambda-url-proxy", "--version"], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert result.stdout.strip() == "lambda-url-proxy 0.1.0"
+
+
+def test_config_example_starts(tmp_path: Path) -> None:
+    config = Path(__file__).resolve().parent.parent / "config" / "lambda-url-proxy.toml"
+    proxy = spawn(["lambda-url-proxy", "--config", str(config), "--port", "0"], KEYS)
+    try:
+        text = "".join(proxy.lines)
+        assert "route /orders -> https://def456.lambda-url.eu-west-1.on.aws/v1" in text
+    finally:
+        proxy.stop()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def test_memory_stays_flat_while_a_large_response_streams(fake: FakeFunctionUrl) -> None:
+    size = 256 * 1024 * 1024
+    proxy = await start("--route", f"/fn={fake.url}", "--region", "us-east-1", env=KEYS)
+    try:
+        async with aiohttp.ClientSession() as client:
+            async with client.get(proxy.url + "/fn/bytes/1000") as warm:
+                await warm.read()
+            baseline = _rss_kib(proxy.process.pid)
+            peak = baseline
+            received = 0
+            async with client.get(proxy.url + f"/fn/stream/{size}/4096") as response:
+                async for chunk in response.content.iter_chunked(1 << 20):
+                    received += len(chunk)
+                    peak = max(peak, _rss_kib(proxy.process.pid))
+        assert received == size
+        growth_mib = (peak - baseline) / 1024
+        print(f"proxy RSS {baseline / 1024:.1f} MiB, peak growth {growth_mib:.1f} MiB for 256 MiB")
+        assert growth_mib < 32
+    finally:
+        await stop(proxy)
+
+
+def test_sigterm_exits_zero_quickly() -> None:
+    proxy = spawn(
+        [
+            "lambda-url-proxy",
+            "--port",
+            "0",
+            "--route",
+            "/fn=http://127.0.0.1:9",
+            "--region",
+            "us-east-1",
+        ],
+        KEYS,
+    )
+    started = time.monotonic()
+    proxy.process.send_signal(signal.SIGTERM)
+    assert proxy.process.wait(10) == 0
+    assert time.monotonic() - started < 5
+    assert "Traceback" not in "".join(proxy.lines)

@@ -1,0 +1,190 @@
+"""The proxy's own answers: JSON errors with X-Proxy-Error, limits, reserved endpoints."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+from yarl import URL
+
+from proxy.settings import MiB
+from tests.conftest import RunningProxy, raw_response, route, running_proxy
+from tests.fake_function_url import FakeFunctionUrl
+
+
+async def proxy_error(response: Any, status: int, code: str) -> str:
+    assert response.status == status
+    assert response.headers["X-Proxy-Error"] == code
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = await response.json()
+    assert body["error"] == code
+    assert set(body) == {"error", "message"}
+    message: str = body["message"]
+    return message
+
+
+def port_of(proxy: RunningProxy) -> int:
+    port = URL(proxy.url).port
+    assert port is not None
+    return port
+
+
+async def test_no_route_lists_the_prefixes(proxy: RunningProxy, fake: FakeFunctionUrl) -> None:
+    async with proxy.client.get(proxy.url + "/nowhere/1") as response:
+        message = await proxy_error(response, 404, "no_route")
+    assert "/fn" in message
+    async with proxy.client.get(proxy.url + "/fnx") as response:
+        await proxy_error(response, 404, "no_route")
+    assert fake.received == []
+
+
+async def test_bad_percent_encoding_is_a_bad_request(
+    proxy: RunningProxy, fake: FakeFunctionUrl
+) -> None:
+    async with proxy.client.get(URL(proxy.url + "/fn/a%zz", encoded=True)) as response:
+        message = await proxy_error(response, 400, "bad_request")
+    assert "%zz" in message
+    assert fake.received == []
+
+
+async def test_declared_body_over_the_limit_is_refused_before_reading(
+    fake: FakeFunctionUrl, aws_keys: None
+) -> None:
+    async with running_proxy(routes=[route("/fn", fake.url)], max_body_size=1000) as proxy:
+        # Declares 10 MB but sends none of it: an answer proves the body was never awaited.
+        head, body = await raw_response(
+            port_of(proxy),
+            b"POST /fn/x HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n",
+        )
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert b"Connection: close" in head
+    assert json.loads(body)["error"] == "body_too_large"
+    assert fake.received == []
+
+
+async def test_expect_100_continue_over_the_limit_gets_413_not_100(
+    fake: FakeFunctionUrl, aws_keys: None
+) -> None:
+    async with running_proxy(routes=[route("/fn", fake.url)], max_body_size=1000) as proxy:
+        head, _ = await raw_response(
+            port_of(proxy),
+            b"PUT /fn/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
+            b"Expect: 100-continue\r\n\r\n",
+        )
+    assert head.startswith(b"HTTP/1.1 413"), head
+
+
+async def test_expect_100_continue_within_the_limit(proxy: RunningProxy) -> None:
+    async with proxy.client.put(proxy.url + "/fn/x", data=b"y" * 5000, expect100=True) as response:
+        assert response.status == 200
+        assert (await response.json())["body_length"] == 5000
+
+
+async def test_chunked_upload_growing_past_the_limit_is_cut_off(
+    fake: FakeFunctionUrl, aws_keys: None
+) -> None:
+    async def chunks() -> Any:
+        for _ in range(100):
+            yield b"z" * 1000
+
+    async with running_proxy(routes=[route("/fn", fake.url)], max_body_size=20_000) as proxy:
+        async with proxy.client.post(proxy.url + "/fn/x", data=chunks()) as response:
+            message = await proxy_error(response, 413, "body_too_large")
+    assert "20000" in message
+    assert fake.received == []
+
+
+async def test_body_at_the_limit_is_forwarded(fake: FakeFunctionUrl, aws_keys: None) -> None:
+    async with running_proxy(routes=[route("/fn", fake.url)], max_body_size=20_000) as proxy:
+        async with proxy.client.post(proxy.url + "/fn/x", data=b"a" * 20_000) as response:
+            assert response.status == 200
+        async with proxy.client.post(proxy.url + "/fn/x", data=b"a" * 20_001) as response:
+            await proxy_error(response, 413, "body_too_large")
+    assert [len(r.body) for r in fake.received] == [20_000]
+
+
+async def test_default_limit_is_six_mib(proxy: RunningProxy, fake: FakeFunctionUrl) -> None:
+    async with proxy.client.post(proxy.url + "/fn/x", data=b"a" * (6 * MiB + 1)) as response:
+        await proxy_error(response, 413, "body_too_large")
+    assert fake.received == []
+
+
+async def test_upstream_timeout(fake: FakeFunctionUrl, aws_keys: None) -> None:
+    async with running_proxy(routes=[route("/fn", fake.url, timeout=0.3)]) as proxy:
+        async with proxy.client.get(proxy.url + "/fn/slow-headers/3") as response:
+            message = await proxy_error(response, 504, "upstream_timeout")
+    assert "0.3 s" in message
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_upstream_unreachable(aws_keys: None) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with running_proxy(routes=[route("/fn", dead)]) as proxy:
+        async with proxy.client.get(proxy.url + "/fn/x") as response:
+            message = await proxy_error(response, 502, "upstream_unreachable")
+    assert dead in message and "cannot connect" in message
+
+
+async def test_no_credentials_still_starts_and_says_how_to_fix_it(
+    fake: FakeFunctionUrl,
+) -> None:
+    async with running_proxy(routes=[route("/fn", fake.url)]) as proxy:
+        async with proxy.client.get(proxy.url + "/_proxy/health") as response:
+            assert response.status == 200
+        async with proxy.client.get(proxy.url + "/fn/x") as response:
+            message = await proxy_error(response, 503, "credentials_unavailable")
+        async with proxy.client.get(proxy.url + "/_proxy/ready") as response:
+            assert response.status == 503
+            ready = await response.json()
+    assert "no AWS credentials found" in message
+    assert "AWS_ACCESS_KEY_ID" in message and "aws sso login" in message
+    assert ready["ready"] is False and "no AWS credentials found" in ready["reason"]
+    assert fake.received == []
+
+
+async def test_reserved_endpoints(proxy: RunningProxy, fake: FakeFunctionUrl) -> None:
+    from tests.conftest import AKID, SECRET
+
+    async with proxy.client.get(proxy.url + "/_proxy/health") as response:
+        assert response.status == 200
+    async with proxy.client.get(proxy.url + "/_proxy/ready") as response:
+        assert response.status == 200
+        ready = await response.text()
+    assert json.loads(ready)["ready"] is True
+    async with proxy.client.get(proxy.url + "/_proxy/routes") as response:
+        table = await response.text()
+    assert json.loads(table)["routes"] == [
+        {
+            "prefix": "/fn",
+            "url": fake.url,
+            "region": "us-east-1",
+            "service": "lambda",
+            "strip_prefix": True,
+            "timeout": 60.0,
+            "identity": "default",
+        }
+    ]
+    for text in (ready, table):
+        assert SECRET not in text and AKID not in text
+    async with proxy.client.get(proxy.url + "/_proxy/anything") as response:
+        await proxy_error(response, 404, "no_route")
+    assert fake.received == []
+
+
+async def test_reserved_paths_are_never_forwarded_even_with_a_root_route(
+    fake: FakeFunctionUrl, aws_keys: None
+) -> None:
+    async with running_proxy(routes=[route("/", fake.url)]) as proxy:
+        for target in ("/_proxy/x", "/_proxy", "/a/../_proxy/x", "/%5Fproxy/x"):
+            async with proxy.client.get(URL(proxy.url + target, encoded=True)) as response:
+                assert response.status == 404, target
+        async with proxy.client.get(proxy.url + "/anything") as response:
+            assert response.status == 200
+    assert [r.raw_path for r in fake.received] == ["/anything"]

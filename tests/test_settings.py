@@ -1,0 +1,177 @@
+"""One schema for file, environment and flags; precedence; clear errors for bad configuration."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from proxy.cli import build_parser
+from proxy.settings import ConfigError, Settings, load_settings
+from tests.conftest import ROOT
+
+EXAMPLE = ROOT / "config" / "lambda-url-proxy.toml"
+USERS = "https://abc123.lambda-url.us-east-1.on.aws"
+
+
+def test_example_config_loads() -> None:
+    settings = load_settings(config_file=EXAMPLE)
+    assert [(r.prefix, r.url) for r in settings.routes] == [
+        ("/users", USERS),
+        ("/orders", "https://def456.lambda-url.eu-west-1.on.aws/v1"),
+    ]
+    assert settings.routes[1].timeout == 300
+    assert settings.max_body_size == 6 * 1024 * 1024
+    assert (settings.host, settings.port) == ("127.0.0.1", 8080)
+
+
+def test_defaults() -> None:
+    settings = load_settings({"routes": [{"prefix": "/u", "url": USERS}]})
+    assert (settings.host, settings.port, settings.log_format) == ("127.0.0.1", 8080, "text")
+    route = settings.routes[0]
+    assert (route.strip_prefix, route.service, route.timeout, route.region) == (
+        True,
+        "lambda",
+        60.0,
+        None,
+    )
+
+
+def test_precedence_flags_over_environment_over_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        '[server]\nport = 1111\nhost = "127.0.0.2"\nlog_level = "debug"\n'
+        f'[[routes]]\nprefix = "/file"\nurl = "{USERS}"\n'
+    )
+    assert load_settings(config_file=config).port == 1111
+
+    monkeypatch.setenv("LAMBDA_URL_PROXY_PORT", "2222")
+    monkeypatch.setenv("LAMBDA_URL_PROXY_ROUTES", f'[{{"prefix": "/env", "url": "{USERS}"}}]')
+    from_env = load_settings(config_file=config)
+    assert from_env.port == 2222
+    assert [r.prefix for r in from_env.routes] == ["/env"]
+    assert from_env.host == "127.0.0.2"  # not overridden: still the file's
+    assert from_env.log_level == "debug"
+
+    from_flags = load_settings(
+        {"port": 3333, "routes": [{"prefix": "/flag", "url": USERS}]}, config
+    )
+    assert from_flags.port == 3333
+    assert [r.prefix for r in from_flags.routes] == ["/flag"]
+
+
+def test_config_file_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAMBDA_URL_PROXY_CONFIG", str(EXAMPLE))
+    assert len(load_settings().routes) == 2
+
+
+@pytest.mark.parametrize(
+    ("routes", "message"),
+    [
+        (
+            [{"prefix": "/a", "url": "ftp://x.example"}],
+            r"routes\[0\]\.url: url 'ftp://x.example' must start with https://",
+        ),
+        ([{"prefix": "/a", "url": "not a url"}], r"routes\[0\]\.url: url 'not a url' must start"),
+        ([{"prefix": "/a", "url": "https://"}], r"routes\[0\]\.url: url 'https://' .*"),
+        ([{"prefix": "/a", "url": "https://u:p@x.example"}], "must not carry a user name"),
+        ([{"prefix": "/a", "url": "https://x.example/?q=1"}], "must not have a query"),
+        ([{"prefix": "a", "url": USERS}], r"routes\[0\]\.prefix: prefix 'a' must start with '/'"),
+        ([{"prefix": "/_proxy/x", "url": USERS}], "reserved"),
+        (
+            [{"prefix": "/a", "url": USERS}, {"prefix": "/a/", "url": USERS}],
+            "prefix '/a' is configured twice",
+        ),
+        (
+            [{"prefix": "/a", "url": USERS, "colour": "red"}],
+            r"routes\[0\]\.colour: unknown setting",
+        ),
+        ([{"prefix": "/a", "url": USERS, "timeout": 0}], r"routes\[0\]\.timeout"),
+        ([{"prefix": "/a", "url": USERS, "region": "mars"}], "region 'mars' is not an AWS region"),
+        ([], "no routes configured"),
+    ],
+)
+def test_bad_routes_are_named_with_their_value(routes: list[object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings({"routes": routes})
+
+
+def test_unknown_environment_variable_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAMBDA_URL_PROXY_PROT", "8080")
+    with pytest.raises(ConfigError, match="unknown environment variable LAMBDA_URL_PROXY_PROT"):
+        load_settings({"routes": [{"prefix": "/u", "url": USERS}]})
+
+
+def test_routes_environment_variable_must_be_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAMBDA_URL_PROXY_ROUTES", "/users=https://x")
+    with pytest.raises(ConfigError, match="routes"):
+        load_settings()
+
+
+def test_unknown_key_in_file(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(f'[server]\nprot = 8080\n[[routes]]\nprefix = "/u"\nurl = "{USERS}"\n')
+    with pytest.raises(ConfigError, match="prot: unknown setting"):
+        load_settings(config_file=config)
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[server\nport = 1\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml' is not valid TOML"):
+        load_settings(config_file=config)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read: No such file"):
+        load_settings(config_file=tmp_path / "absent.toml")
+
+
+def test_help_names_every_setting_with_its_environment_variable() -> None:
+    text = build_parser().format_help()
+    for name in Settings.model_fields:
+        assert f"LAMBDA_URL_PROXY_{name.upper()}" in text, name
+    for flag in (
+        "--route",
+        "--host",
+        "--port",
+        "--config",
+        "--region",
+        "--log-format",
+        "--version",
+    ):
+        assert flag in text
+    assert "(default: 8080)" in text and "(default: 127.0.0.1)" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--route", "/a=ftp://x.example"], "url 'ftp://x.example' must start with https://"),
+        (["--route", "/a=" + USERS, "--route", "/a=" + USERS], "configured twice"),
+        (["--port", "http"], "port"),
+        ([], "no routes configured"),
+    ],
+)
+def test_cli_refuses_bad_configuration_with_exit_2(args: list[str], message: str) -> None:
+    result = subprocess.run(
+        ["lambda-url-proxy", *args], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_cli_route_flag_must_be_prefix_equals_url() -> None:
+    result = subprocess.run(
+        ["lambda-url-proxy", "--route", "/users"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "'/users' is not PREFIX=URL" in result.stderr
