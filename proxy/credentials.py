@@ -104,11 +104,11 @@ class Identity:
         return True
 
     def unavailable_reason(self) -> str:
-        if not self._first_attempt.is_set():
-            return f"credentials for identity {self.name!r} are still being resolved; retry shortly"
         if self._current is not None:
             why = f"; the last refresh failed: {self.error}" if self.error else ""
             return f"the credentials for identity {self.name!r} have expired{why}"
+        if not self._first_attempt.is_set():
+            return f"credentials for identity {self.name!r} are still being resolved; retry shortly"
         return f"identity {self.name!r}: {self.error or 'no credentials'}"
 
     def status(self) -> dict[str, Any]:
