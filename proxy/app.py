@@ -159,11 +159,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 f"no route for {path}; the configured prefixes are {', '.join(router.prefixes)}"
             )
         exchange.route = upstream.prefix
-        if not upstream.identity.usable:
-            await upstream.identity.wait_first_attempt()
-        upstream.identity.current()  # fail before reading the body
+        credentials = await upstream.identity.credentials()  # before reading a body for nothing
         body = await read_body(request, request.app[SETTINGS].max_body_size)
-        return await forward(request, request.app[SESSION], upstream, path, query, body, exchange)
+        return await forward(
+            request, request.app[SESSION], upstream, credentials, path, query, body, exchange
+        )
     except ProxyError as error:
         exchange.status = error.status
         exchange.outcome = error.code

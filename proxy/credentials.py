@@ -95,6 +95,13 @@ class Identity:
     async def wait_first_attempt(self) -> None:
         await self._first_attempt.wait()
 
+    async def credentials(self) -> Credentials:
+        """current(), except that a request arriving while the very first resolution is still
+        running waits for it rather than failing."""
+        if self._current is None and not self._first_attempt.is_set():
+            await self._first_attempt.wait()
+        return self.current()
+
     @property
     def usable(self) -> bool:
         try:

@@ -26,7 +26,7 @@ from aiohttp import (
 from proxy.errors import UpstreamTimeout, UpstreamUnreachable
 from proxy.headers import request_headers_to_forward, response_headers_to_return
 from proxy.routing import Upstream
-from proxy.signing import EMPTY_SHA256, sign
+from proxy.signing import EMPTY_SHA256, Credentials, sign
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +82,13 @@ async def forward(
     request: web.Request,
     session: ClientSession,
     upstream: Upstream,
+    credentials: Credentials,
     path: str,
     query: str,
     body: bytes,
     exchange: Exchange,
 ) -> web.StreamResponse:
     """Sign and send the request, then stream the answer back chunk by chunk as it arrives."""
-    credentials = upstream.identity.current()
     headers = request_headers_to_forward(request.headers.items())
     headers[hdrs.HOST] = upstream.host_header
     signed = sign(

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp import ClientSession, DummyCookieJar, web
+from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, web
 
 from proxy.app import create_app
 from proxy.server import start
@@ -71,7 +71,9 @@ async def running_proxy(**settings: Any) -> AsyncIterator[RunningProxy]:
     loaded = load_settings({"port": 0, **settings})
     app = create_app(loaded)
     runner, url = await start(app, loaded)
-    client = ClientSession(auto_decompress=False, cookie_jar=DummyCookieJar())
+    client = ClientSession(
+        auto_decompress=False, cookie_jar=DummyCookieJar(), timeout=ClientTimeout(total=20)
+    )
     try:
         yield RunningProxy(url, app, client)
     finally:

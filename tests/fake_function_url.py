@@ -412,7 +412,9 @@ class FakeFunctionUrl:
                 await asyncio.sleep(float(seconds))
                 return _json({"slept": float(seconds)})
             case ["truncate", n] if n.isdigit():
-                return await _truncate(request, int(n))
+                return await _truncate(request, int(n), chunked=False)
+            case ["truncate-chunked", n] if n.isdigit():
+                return await _truncate(request, int(n), chunked=True)
             case ["slow-stream", chunks, delay] if chunks.isdigit() and _is_number(delay):
                 return await self._slow_stream(request, int(chunks), float(delay))
         return _echo(request, body, access_key, self.region)
@@ -538,9 +540,14 @@ async def _send_bytes(request: web.Request, n: int) -> web.StreamResponse:
     return response
 
 
-async def _truncate(request: web.Request, n: int) -> web.StreamResponse:
+async def _truncate(request: web.Request, n: int, *, chunked: bool) -> web.StreamResponse:
+    """Half of n bytes, then the connection ends: declared by Content-Length, or a chunked body
+    whose terminating chunk never comes."""
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-    response.content_length = n
+    if chunked:
+        response.enable_chunked_encoding()
+    else:
+        response.content_length = n
     await response.prepare(request)
     for piece in pattern(0, n // 2):
         await response.write(piece)

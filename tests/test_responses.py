@@ -94,8 +94,9 @@ async def test_upstream_request_id_reaches_the_client(proxy: RunningProxy) -> No
         assert len(response.headers["x-amzn-RequestId"]) == 36
 
 
-async def test_truncated_upstream_body_is_never_a_clean_end(proxy: RunningProxy) -> None:
-    async with proxy.client.get(proxy.url + "/fn/truncate/200000") as response:
+@pytest.mark.parametrize("kind", ["truncate", "truncate-chunked"])
+async def test_truncated_upstream_body_is_never_a_clean_end(proxy: RunningProxy, kind: str) -> None:
+    async with proxy.client.get(proxy.url + f"/fn/{kind}/200000") as response:
         assert response.status == 200
         with pytest.raises(ClientPayloadError):
             await response.read()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -154,6 +155,8 @@ def test_help_names_every_setting_with_its_environment_variable() -> None:
         (["--route", "/a=" + USERS, "--route", "/a=" + USERS], "configured twice"),
         (["--port", "http"], "port"),
         ([], "no routes configured"),
+        (["--route", "/a=http://127.0.0.1:9"], "does not reveal its region"),
+        (["--route", "/a=https://x.example", "--config", "/nonexistent.toml"], "cannot be read"),
     ],
 )
 def test_cli_refuses_bad_configuration_with_exit_2(args: list[str], message: str) -> None:
@@ -175,3 +178,19 @@ def test_cli_route_flag_must_be_prefix_equals_url() -> None:
     )
     assert result.returncode == 2
     assert "'/users' is not PREFIX=URL" in result.stderr
+
+
+def test_cli_configuration_error_in_json_logs_is_one_json_line() -> None:
+    result = subprocess.run(
+        ["lambda-url-proxy", "--log-format", "json", "--route", "/a=ftp://x.example"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["level"] == "error"
+    assert "url 'ftp://x.example' must start with https://" in record["message"]
