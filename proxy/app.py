@@ -17,6 +17,7 @@ from typing import Final
 import botocore.session
 from aiohttp import ClientSession, web
 
+from proxy.cors import CorsPolicy
 from proxy.credentials import Identity
 from proxy.errors import ERROR_HEADER, BadRequest, BodyTooLarge, NoRoute, ProxyError
 from proxy.logs import log_access
@@ -29,6 +30,7 @@ SETTINGS: Final = web.AppKey("settings", Settings)
 ROUTER: Final = web.AppKey("router", Router)
 IDENTITIES: Final = web.AppKey("identities", list[Identity])
 SESSION: Final = web.AppKey("session", ClientSession)
+CORS: Final = web.AppKey("cors", CorsPolicy)
 
 # Lambda rejects request payloads over 6 MB; the default limit says so before AWS does.
 FIRST_RESOLUTION_WAIT: Final = 5.0
@@ -147,6 +149,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
     try:
         path, query = split_target(request.raw_path)
         exchange.path = path
+        cors = request.app[CORS]
+        origin = cors.check_origin(request)
+        if origin is not None and cors.enabled and cors.is_preflight(request):
+            exchange.outcome = "cors_preflight"
+            return cors.preflight(request, origin)
         if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
             reserved = True
             response = _reserved(request, path)
@@ -196,6 +203,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[ROUTER] = router
     app[IDENTITIES] = [identity]
+    app[CORS] = cors = CorsPolicy(settings.cors_origins)
+    if cors.enabled:
+        app.on_response_prepare.append(cors.on_response_prepare)
     app.cleanup_ctx.append(_credentials)
     app.cleanup_ctx.append(_upstream_session)
     app.router.add_route("*", "/{tail:.*}", handle, expect_handler=expect_continue)

@@ -65,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
                 '\'[{"prefix": "/users", "url": "https://..."}]\']',
             )
             continue
+        if get_origin(field.annotation) is list:
+            singular = name.removesuffix("s").replace("_", "-")
+            parser.add_argument(
+                f"--{singular}",
+                dest=name,
+                action="append",
+                metavar=singular.split("-")[-1].upper(),
+                help=f"{field.description} [env: {env} as JSON list]",
+            )
+            continue
         default = field.default
         if isinstance(default, ByteSize):
             default = default.human_readable(separator=" ")

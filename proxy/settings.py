@@ -29,6 +29,7 @@ CONFIG_ENV: Final = f"{ENV_PREFIX}CONFIG"
 RESERVED_PREFIX: Final = "/_proxy"
 MiB: Final = 1024 * 1024
 
+_ORIGIN: Final = re.compile(r"https?://[^/?#\s]+")
 # <url-id>.lambda-url.<region>.on.aws
 _FUNCTION_URL_HOST: Final = re.compile(r"[a-z0-9]+\.lambda-url\.([a-z0-9-]+)\.on\.aws")
 
@@ -157,6 +158,11 @@ class Settings(BaseSettings):
     ca_bundle: Path | None = Field(
         None, description="CA bundle to verify upstream TLS (default: AWS_CA_BUNDLE)"
     )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="browser origin allowed to call the proxy with CORS, e.g. "
+        "http://localhost:5173; '*' allows any origin on this machine; repeat for more",
+    )
     routes: list[Route] = Field(
         default_factory=list, description="PREFIX=URL; repeat for each route", min_length=1
     )
@@ -175,6 +181,17 @@ class Settings(BaseSettings):
     @classmethod
     def _check_region(cls, region: str | None) -> str | None:
         return Route._check_region(region)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin.rstrip("/")):
+                raise ValueError(
+                    f"cors origin {origin!r} must be '*' or scheme://host[:port], "
+                    "for example http://localhost:5173 (no path)"
+                )
+        return origins
 
     @classmethod
     def settings_customise_sources(

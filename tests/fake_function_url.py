@@ -53,6 +53,11 @@ ECHO_BODY_LIMIT: Final = 64 * 1024
 GZIP_BODY: Final = gzip.compress(b'{"compressed": true}', mtime=0)
 REDIRECT_LOCATION: Final = "https://example.com/elsewhere"
 SET_COOKIES: Final = ("a=1; Path=/", "b=2; Path=/", "c=3; Path=/; HttpOnly")
+FUNCTION_CORS_HEADERS: Final = (
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Expose-Headers", "x-from-function"),
+    ("x-from-function", "yes"),
+)
 
 SIGNATURE_MISMATCH: Final = (
     "The request signature we calculated does not match the signature you provided. Check your"
@@ -404,6 +409,9 @@ class FakeFunctionUrl:
             case ["cookies"]:
                 cookies = [("Set-Cookie", cookie) for cookie in SET_COOKIES]
                 return _json({"cookies": len(cookies)}, 200, cookies)
+            case ["cors"]:
+                # A function that sets its own CORS headers, as many do.
+                return _json({"cors": "function"}, 200, FUNCTION_CORS_HEADERS)
             case ["status", code] if code.isdigit() and 200 <= int(code) <= 599:
                 return _status(int(code))
             case ["redirect"]:
