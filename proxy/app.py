@@ -18,7 +18,7 @@ import botocore.session
 from aiohttp import ClientSession, web
 
 from proxy.cors import CorsPolicy
-from proxy.credentials import Identity
+from proxy.credentials import Identity, IdentitySpec
 from proxy.errors import ERROR_HEADER, BadRequest, BodyTooLarge, NoRoute, ProxyError
 from proxy.logs import log_access
 from proxy.routing import Router, Upstream
@@ -194,21 +194,25 @@ def default_aws_setting(name: str) -> str | None:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the app; ConfigError if a route cannot be compiled (for instance, no region)."""
-    identity = Identity()
     default_region = settings.region or default_aws_setting("region")
-    router = Router(
-        Upstream.from_route(route, default_region, identity) for route in settings.routes
-    )
+    identities: dict[IdentitySpec, Identity] = {}  # routes with the same spec share one
+    upstreams = []
+    for route in settings.routes:
+        spec = IdentitySpec.for_route(route, settings)
+        identity = identities.setdefault(spec, Identity(spec))
+        upstreams.append(Upstream.from_route(route, default_region, identity))
+    router = Router(upstreams)
     app = web.Application()
     app[SETTINGS] = settings
     app[ROUTER] = router
-    app[IDENTITIES] = [identity]
+    app[IDENTITIES] = list(identities.values())
     app[CORS] = cors = CorsPolicy(settings.cors_origins)
     if cors.enabled:
         app.on_response_prepare.append(cors.on_response_prepare)
     app.cleanup_ctx.append(_credentials)
     app.cleanup_ctx.append(_upstream_session)
-    app.router.add_route("*", "/{tail:.*}", handle, expect_handler=expect_continue)
+    # [\s\S]: the router matches the decoded path, which may hold a newline (%0A).
+    app.router.add_route("*", r"/{tail:[\s\S]*}", handle, expect_handler=expect_continue)
     return app
 
 

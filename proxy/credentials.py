@@ -1,4 +1,5 @@
-"""One identity = one botocore credential chain, refreshed ahead of expiry off the event loop.
+"""One identity = one botocore credential chain (optionally a role assumed on top of it),
+refreshed ahead of expiry off the event loop.
 
 The request path only reads the cached frozen credentials (`Identity.current`): it never waits on
 I/O while they are valid. botocore may do network I/O inside get_credentials() and
@@ -8,9 +9,14 @@ get_frozen_credentials() (SSO, STS, container and instance metadata), so both ru
 from __future__ import annotations
 
 import asyncio
+import functools
+import getpass
 import logging
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import botocore.credentials
@@ -18,6 +24,7 @@ import botocore.exceptions
 import botocore.session
 
 from proxy.errors import CredentialsUnavailable
+from proxy.settings import IdentityOptions
 from proxy.signing import Credentials
 
 log = logging.getLogger(__name__)
@@ -27,7 +34,10 @@ ADVISORY_WINDOW: Final = 15 * 60.0
 # A request signed now must still be valid when AWS receives it.
 EXPIRY_MARGIN: Final = 1.0
 MIN_REFRESH_DELAY: Final = 0.2
+# Back-off after failures: patient while the cached keys still work, brisk once they do not.
 MAX_RETRY_DELAY: Final = 60.0
+MAX_RETRY_DELAY_UNUSABLE: Final = 5.0
+STS_DEFAULT_REGION: Final = "us-east-1"
 
 NO_CREDENTIALS_HELP: Final = (
     "no AWS credentials found. Tried: environment variables (AWS_ACCESS_KEY_ID, "
@@ -39,19 +49,87 @@ NO_CREDENTIALS_HELP: Final = (
 )
 
 
-def describe_failure(error: Exception, profile: str | None) -> str:
+def mask(access_key: str) -> str:
+    """An access key id shortened for logs: enough to tell keys apart, not to use one."""
+    return f"{access_key[:4]}...{access_key[-4:]}" if len(access_key) > 8 else "****"
+
+
+def default_session_name() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, as in some containers
+        user = "unknown"
+    return ("lambda-url-proxy-" + re.sub(r"[^\w+=,.@-]", "-", user))[:64]
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySpec:
+    """Who signs, as configured. Routes with equal specs share one Identity."""
+
+    profile: str | None = None
+    role_arn: str | None = None
+    external_id: str | None = None
+    role_session_name: str | None = None
+    duration_seconds: int | None = None
+
+    @classmethod
+    def of(cls, options: IdentityOptions) -> IdentitySpec:
+        return cls(
+            options.profile,
+            options.role_arn,
+            options.external_id,
+            options.role_session_name,
+            options.duration_seconds,
+        )
+
+    @classmethod
+    def for_route(cls, route: IdentityOptions, defaults: IdentityOptions) -> IdentitySpec:
+        """A route naming a profile or role uses its own options, otherwise the top level's."""
+        return cls.of(route if route.names_identity else defaults)
+
+    @property
+    def base(self) -> str:
+        return f"profile {self.profile}" if self.profile else "default"
+
+    @property
+    def name(self) -> str:
+        return f"{self.base} -> role {self.role_arn}" if self.role_arn else self.base
+
+    @property
+    def role_account(self) -> str | None:
+        return self.role_arn.split(":")[4] if self.role_arn else None
+
+
+def describe_failure(error: Exception, spec: IdentitySpec, caller: str | None) -> str:
     """What went wrong resolving credentials, and what the user can do about it."""
-    name = profile or "default"
+    if isinstance(error, LookupError):
+        return str(error)
+    profile = spec.profile or "default"
     if isinstance(error, botocore.exceptions.ProfileNotFound):
         available = ", ".join(sorted(botocore.session.Session().available_profiles)) or "none"
-        return f"profile {name!r} is not in the AWS config files (profiles: {available})"
+        return (
+            f"profile {profile!r} is not in the AWS config files (profiles: {available}); "
+            "fix the profile name or add it with `aws configure --profile NAME`"
+        )
     if isinstance(
         error,
         botocore.exceptions.SSOTokenLoadError
         | botocore.exceptions.UnauthorizedSSOTokenError
-        | botocore.exceptions.TokenRetrievalError,
+        | botocore.exceptions.TokenRetrievalError
+        | botocore.exceptions.SSOError,
     ):
-        return f"the SSO session has expired or is missing: run `aws sso login --profile {name}`"
+        return (
+            f"the SSO session for profile {profile!r} has expired or is missing: "
+            f"run `aws sso login --profile {profile}`"
+        )
+    if isinstance(error, botocore.exceptions.ClientError) and spec.role_arn:
+        details = error.response.get("Error", {})
+        return (
+            f"AssumeRole into {spec.role_arn} failed for the caller {caller or spec.base} "
+            f"({details.get('Code', 'error')}: {details.get('Message', error)}); check that "
+            "the role's trust policy allows this caller and that the caller may call "
+            "sts:AssumeRole on the role"
+        )
     if isinstance(error, botocore.exceptions.CredentialRetrievalError):
         return f"the credential source failed: {error}"
     return f"resolving credentials failed: {type(error).__name__}: {error}"
@@ -62,23 +140,22 @@ def _expiry_epoch(creds: botocore.credentials.Credentials) -> float | None:
     return expiry.timestamp() if expiry is not None else None
 
 
-def mask(access_key: str) -> str:
-    """An access key id shortened for logs: enough to tell keys apart, not to use one."""
-    return f"{access_key[:4]}...{access_key[-4:]}" if len(access_key) > 8 else "****"
-
-
 class Identity:
-    """Credentials for one identity (today: the default chain, or one named profile)."""
+    """Credentials for one IdentitySpec, kept fresh by `run()`."""
 
-    def __init__(self, profile: str | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.profile = profile
-        self.name = profile or "default"
+    def __init__(
+        self, spec: IdentitySpec | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.spec = spec or IdentitySpec()
+        self.name = self.spec.name
         self._clock = clock
         self._chain: botocore.credentials.Credentials | None = None
         self._current: Credentials | None = None
         self._expires_at: float | None = None
         self._first_attempt = asyncio.Event()
         self.source: str | None = None
+        self.caller: str | None = None  # the base identity AssumeRole is called with
+        self.account_id: str | None = self.spec.role_account
         self.error: str | None = None
         self.refreshed_at: float | None = None
 
@@ -92,15 +169,15 @@ class Identity:
             raise CredentialsUnavailable(self.unavailable_reason())
         return creds
 
-    async def wait_first_attempt(self) -> None:
-        await self._first_attempt.wait()
-
     async def credentials(self) -> Credentials:
         """current(), except that a request arriving while the very first resolution is still
         running waits for it rather than failing."""
         if self._current is None and not self._first_attempt.is_set():
             await self._first_attempt.wait()
         return self.current()
+
+    async def wait_first_attempt(self) -> None:
+        await self._first_attempt.wait()
 
     @property
     def usable(self) -> bool:
@@ -118,23 +195,58 @@ class Identity:
             return f"credentials for identity {self.name!r} are still being resolved; retry shortly"
         return f"identity {self.name!r}: {self.error or 'no credentials'}"
 
+    def describe(self) -> str:
+        """For the start-up table and logs: who signs, never a secret."""
+        parts = [self.name]
+        if self.account_id:
+            parts.append(f"account {self.account_id}")
+        if self._current is not None:
+            parts.append(f"{self.source}, {mask(self._current.access_key)}")
+        return ", ".join(parts)
+
     def status(self) -> dict[str, Any]:
-        """For /_proxy/ready: never a secret."""
+        """For /_proxy/ready and `check`: never a secret."""
+        expires = self._expires_at
         return {
             "identity": self.name,
             "usable": self.usable,
             "source": self.source,
+            "profile": self.spec.profile,
+            "role_arn": self.spec.role_arn,
+            "account_id": self.account_id,
             "access_key": mask(self._current.access_key) if self._current else None,
-            "expires_at": self._expires_at,
+            "expires_at": datetime.fromtimestamp(expires, UTC).isoformat() if expires else None,
+            "last_refresh_error": self.error,
             "error": None if self.usable else self.unavailable_reason(),
         }
 
     def _resolve(self) -> botocore.credentials.Credentials:
-        session = botocore.session.Session(profile=self.profile)
-        chain = session.get_credentials()
-        if chain is None:
-            raise LookupError(NO_CREDENTIALS_HELP.format(profile=repr(self.name)))
-        return chain
+        spec = self.spec
+        session = botocore.session.Session(profile=spec.profile)
+        base = session.get_credentials()
+        if base is None:
+            raise LookupError(NO_CREDENTIALS_HELP.format(profile=repr(spec.profile or "default")))
+        if spec.role_arn is None:
+            return base
+        frozen = base.get_frozen_credentials()
+        self.caller = f"{spec.base} ({base.method}, {mask(frozen.access_key or '')})"
+        assume: dict[str, Any] = {
+            "RoleSessionName": spec.role_session_name or default_session_name()
+        }
+        if spec.external_id:
+            assume["ExternalId"] = spec.external_id
+        if spec.duration_seconds:
+            assume["DurationSeconds"] = spec.duration_seconds
+        region = session.get_config_variable("region") or STS_DEFAULT_REGION
+        fetcher = botocore.credentials.AssumeRoleCredentialFetcher(
+            client_creator=functools.partial(session.create_client, region_name=region),
+            source_credentials=base,
+            role_arn=spec.role_arn,
+            extra_args=assume,
+        )
+        return botocore.credentials.DeferredRefreshableCredentials(
+            method="assume-role", refresh_using=fetcher.fetch_credentials
+        )
 
     async def refresh(self) -> float | None:
         """Resolve or refresh once, off the event loop. Seconds until the next refresh is due, or
@@ -147,6 +259,7 @@ class Identity:
         self._current = Credentials(frozen.access_key, frozen.secret_key, frozen.token or None)
         self._expires_at = _expiry_epoch(self._chain)
         self.source = self._chain.method
+        self.account_id = getattr(frozen, "account_id", None) or self.spec.role_account
         self.refreshed_at = self._clock()
         self.error = None
         if self._expires_at is None:
@@ -163,26 +276,18 @@ class Identity:
                 delay = await self.refresh()
             except Exception as error:  # botocore raises many types; each means "not now"
                 failures += 1
-                self.error = (
-                    str(error)
-                    if isinstance(error, LookupError)
-                    else describe_failure(error, self.profile)
-                )
+                self.error = describe_failure(error, self.spec, self.caller)
                 if failures == 1:
                     log.warning(
                         "credentials for identity %s unavailable: %s", self.name, self.error
                     )
-                delay = min(MAX_RETRY_DELAY, 2.0**failures)
+                cap = MAX_RETRY_DELAY if self.usable else MAX_RETRY_DELAY_UNUSABLE
+                delay = min(cap, 2.0 ** (failures - 1))
             else:
                 if failures:
                     log.info("credentials for identity %s recovered", self.name)
                 elif not self._first_attempt.is_set():
-                    log.info(
-                        "credentials for identity %s: %s (%s)",
-                        self.name,
-                        self.source,
-                        mask(self._current.access_key) if self._current else "-",
-                    )
+                    log.info("credentials for identity %s", self.describe())
                 failures = 0
             finally:
                 self._first_attempt.set()

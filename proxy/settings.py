@@ -29,6 +29,8 @@ CONFIG_ENV: Final = f"{ENV_PREFIX}CONFIG"
 RESERVED_PREFIX: Final = "/_proxy"
 MiB: Final = 1024 * 1024
 
+_ROLE_ARN: Final = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+_SESSION_NAME: Final = re.compile(r"[\w+=,.@-]{2,64}")
 _ORIGIN: Final = re.compile(r"https?://[^/?#\s]+")
 # <url-id>.lambda-url.<region>.on.aws
 _FUNCTION_URL_HOST: Final = re.compile(r"[a-z0-9]+\.lambda-url\.([a-z0-9-]+)\.on\.aws")
@@ -43,8 +45,46 @@ def region_from_url(url: URL) -> str | None:
     return match.group(1) if match else None
 
 
-class Route(BaseModel):
-    """A route prefix and the Function URL it forwards to."""
+class IdentityOptions(BaseModel):
+    """Who signs: a profile from the AWS config files and/or a role assumed on top of it."""
+
+    profile: str | None = Field(None, description="named profile from the AWS config files")
+    role_arn: str | None = Field(None, description="IAM role to assume on top of the base identity")
+    external_id: str | None = Field(None, description="external id for the AssumeRole call")
+    role_session_name: str | None = Field(
+        None, description="AssumeRole session name (default: lambda-url-proxy-<user>)"
+    )
+    duration_seconds: int | None = Field(
+        None, ge=900, le=43200, description="lifetime of assumed-role credentials, in seconds"
+    )
+
+    @field_validator("role_arn")
+    @classmethod
+    def _check_role_arn(cls, arn: str | None) -> str | None:
+        if arn is not None and not _ROLE_ARN.fullmatch(arn):
+            raise ValueError(
+                f"role_arn {arn!r} is not an IAM role ARN such as "
+                "'arn:aws:iam::210987654321:role/invoke-billing'"
+            )
+        return arn
+
+    @field_validator("role_session_name")
+    @classmethod
+    def _check_session_name(cls, name: str | None) -> str | None:
+        if name is not None and not _SESSION_NAME.fullmatch(name):
+            raise ValueError(
+                f"role_session_name {name!r} must be 2 to 64 of the characters A-Z a-z 0-9 "
+                "and _+=,.@-"
+            )
+        return name
+
+    @property
+    def names_identity(self) -> bool:
+        return self.profile is not None or self.role_arn is not None
+
+
+class Route(IdentityOptions):
+    """A route prefix and the Function URL it forwards to; its identity, if not the default."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -138,7 +178,9 @@ class _TomlFile(PydanticBaseSettingsSource):
 _config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, IdentityOptions):
+    """Everything the proxy reads; the identity options here are the routes' default."""
+
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     host: str = Field("127.0.0.1", description="address to listen on")
