@@ -28,12 +28,23 @@ EXIT_CONFIG = 2
 
 
 def parse_route(text: str) -> dict[str, str]:
-    prefix, sep, url = text.partition("=")
+    """PREFIX=URL[,OPTION=VALUE...], options being any route setting (profile=..., timeout=...)."""
+    prefix, sep, rest = text.partition("=")
+    url, *options = rest.split(",")
     if not sep or not prefix or not url:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not PREFIX=URL, for example /users=https://abc.lambda-url.us-east-1.on.aws"
+            f"{text!r} is not PREFIX=URL[,OPTION=VALUE...], for example "
+            "/users=https://abc.lambda-url.us-east-1.on.aws,profile=dev"
         )
-    return {"prefix": prefix, "url": url}
+    route = {"prefix": prefix, "url": url}
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(
+                f"route option {option!r} in {text!r} is not OPTION=VALUE, for example timeout=30"
+            )
+        route[name.strip()] = value
+    return route
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Credentials come from the standard AWS chain: environment, AWS_PROFILE and "
         "~/.aws files, SSO, credential_process, container and instance metadata.",
     )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["serve", "check"],
+        default="serve",
+        help="serve (the default), or check: resolve every route's credentials, print the "
+        "route table and exit 0 only if all are usable",
+    )
+    parser.add_argument("--check", action="store_true", help="the same as the check command")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--config",
@@ -60,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                 dest="routes",
                 action="append",
                 type=parse_route,
-                metavar="PREFIX=URL",
-                help=f"{field.description} [env: {env} as JSON, e.g. "
+                metavar="PREFIX=URL[,OPTION=VALUE...]",
+                help=f"{field.description}; options are route settings such as "
+                f"profile=dev,role_arn=arn:...,timeout=30 [env: {env} as JSON, e.g. "
                 '\'[{"prefix": "/users", "url": "https://..."}]\']',
             )
             continue
@@ -102,7 +123,9 @@ def _fail(message: str, json_logs: bool) -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     flags: dict[str, Any] = {
-        name: value for name, value in vars(args).items() if value is not None and name != "config"
+        name: value
+        for name, value in vars(args).items()
+        if value is not None and name not in ("config", "command", "check")
     }
     json_logs = flags.get("log_format") == "json"
     try:
@@ -110,6 +133,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as error:
         _fail(str(error), json_logs)
     configure(settings.log_format, settings.log_level)
+    if args.check or args.command == "check":
+        from proxy.check import check
+
+        try:
+            sys.exit(check(settings))
+        except ConfigError as error:
+            _fail(str(error), json_logs)
     from proxy.server import serve  # after logging is set: importing aiohttp is the slow part
 
     try:

@@ -153,6 +153,7 @@ class Identity:
         self._current: Credentials | None = None
         self._expires_at: float | None = None
         self._first_attempt = asyncio.Event()
+        self._refreshing = False
         self.source: str | None = None
         self.caller: str | None = None  # the base identity AssumeRole is called with
         self.account_id: str | None = self.spec.role_account
@@ -189,7 +190,10 @@ class Identity:
 
     def unavailable_reason(self) -> str:
         if self._current is not None:
-            why = f"; the last refresh failed: {self.error}" if self.error else ""
+            if self.error:
+                why = f"; the last refresh failed: {self.error}"
+            else:
+                why = "; a refresh is under way" if self._refreshing else ""
             return f"the credentials for identity {self.name!r} have expired{why}"
         if not self._first_attempt.is_set():
             return f"credentials for identity {self.name!r} are still being resolved; retry shortly"
@@ -250,7 +254,17 @@ class Identity:
 
     async def refresh(self) -> float | None:
         """Resolve or refresh once, off the event loop. Seconds until the next refresh is due, or
-        None for credentials that never expire."""
+        None for credentials that never expire. A failure is described in `error`, then raised."""
+        self._refreshing = True
+        try:
+            return await self._refresh()
+        except Exception as error:  # botocore raises many types; each means "not now"
+            self.error = describe_failure(error, self.spec, self.caller)
+            raise
+        finally:
+            self._refreshing = False
+
+    async def _refresh(self) -> float | None:
         if self._chain is None:
             self._chain = await asyncio.to_thread(self._resolve)
         frozen = await asyncio.to_thread(self._chain.get_frozen_credentials)
@@ -274,9 +288,8 @@ class Identity:
         while True:
             try:
                 delay = await self.refresh()
-            except Exception as error:  # botocore raises many types; each means "not now"
+            except Exception:  # described in self.error by refresh()
                 failures += 1
-                self.error = describe_failure(error, self.spec, self.caller)
                 if failures == 1:
                     log.warning(
                         "credentials for identity %s unavailable: %s", self.name, self.error

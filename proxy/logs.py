@@ -64,8 +64,9 @@ def configure(log_format: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # botocore narrates every credential look-up at INFO; the proxy reports the outcome itself.
-    logging.getLogger("botocore").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    # botocore narrates every credential look-up, and logs a traceback for each failed refresh;
+    # the proxy reports outcomes itself, once per failure streak.
+    logging.getLogger("botocore").setLevel(logging.DEBUG if level == "debug" else logging.ERROR)
     logging.captureWarnings(True)
 
 

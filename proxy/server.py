@@ -47,7 +47,7 @@ def _announce(app: web.Application, settings: Settings, address: str) -> None:
             upstream.prefix.ljust(width),
             upstream.url,
             upstream.region,
-            upstream.identity.name,
+            upstream.identity.describe(),
             extra={
                 "fields": {
                     "event": "route",
@@ -55,6 +55,7 @@ def _announce(app: web.Application, settings: Settings, address: str) -> None:
                     "upstream": upstream.url,
                     "region": upstream.region,
                     "identity": upstream.identity.name,
+                    "account_id": upstream.identity.account_id,
                 }
             },
         )

@@ -200,6 +200,7 @@ class FakeFunctionUrl:
     ) -> None:
         self.region = region
         self.service = service
+        self.payload_hash_required = service == "lambda"
         self.keys: dict[str, KeyRecord] = {}
         self.received: list[ReceivedRequest] = []
         self.stream_cancelled = 0
@@ -298,7 +299,13 @@ class FakeFunctionUrl:
         when = self._check_scope_and_date(headers.get("X-Amz-Date", ""), auth)
         record = self._check_key(auth["key"], headers, signed)
         body_sha256 = hashlib.sha256(body).hexdigest()
-        _check_signed_headers(headers, signed, body_sha256, expected_host=f"127.0.0.1:{self.port}")
+        _check_signed_headers(
+            headers,
+            signed,
+            body_sha256,
+            expected_host=f"127.0.0.1:{self.port}",
+            payload_hash_required=self.payload_hash_required,
+        )
         try:
             computed = crt_signature(
                 method,
@@ -449,7 +456,11 @@ class FakeFunctionUrl:
 
 
 def _check_signed_headers(
-    headers: CIMultiDictProxy[str], signed: list[str], body_sha256: str, expected_host: str
+    headers: CIMultiDictProxy[str],
+    signed: list[str],
+    body_sha256: str,
+    expected_host: str,
+    payload_hash_required: bool,
 ) -> None:
     """Refuse what AWS refuses before it even compares signatures."""
     if "host" not in signed:
@@ -463,8 +474,11 @@ def _check_signed_headers(
             "InvalidSignatureException",
             f"Host {headers.getall('Host', [])!r} is not this Function URL's {expected_host!r}",
         )
-    # Lambda accepts no UNSIGNED-PAYLOAD: the body must be covered by the signature.
+    # Lambda accepts no UNSIGNED-PAYLOAD: the body must be covered by the signature. Other
+    # services (STS) hash the body into the canonical request without the header.
     declared = headers.getall("X-Amz-Content-SHA256", [])
+    if not payload_hash_required and not declared:
+        return
     if "x-amz-content-sha256" not in signed or declared != [body_sha256]:
         raise AwsError(
             "InvalidSignatureException",
