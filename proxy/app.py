@@ -14,23 +14,17 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Final
 
-import botocore.session
 from aiohttp import ClientSession, web
 
-from proxy.cors import CorsPolicy
-from proxy.credentials import Identity, IdentitySpec
 from proxy.errors import ERROR_HEADER, BadRequest, BodyTooLarge, NoRoute, ProxyError
 from proxy.logs import log_access
-from proxy.routing import Router, Upstream
 from proxy.settings import RESERVED_PREFIX, Settings
+from proxy.state import Live, ProxyState, default_aws_setting
 from proxy.target import split_target
 from proxy.upstream import Exchange, create_session, forward
 
-SETTINGS: Final = web.AppKey("settings", Settings)
-ROUTER: Final = web.AppKey("router", Router)
-IDENTITIES: Final = web.AppKey("identities", list[Identity])
+LIVE: Final = web.AppKey("live", Live)
 SESSION: Final = web.AppKey("session", ClientSession)
-CORS: Final = web.AppKey("cors", CorsPolicy)
 
 # Lambda rejects request payloads over 6 MB; the default limit says so before AWS does.
 FIRST_RESOLUTION_WAIT: Final = 5.0
@@ -84,7 +78,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     """Answer `Expect: 100-continue` with 413 at once when the declared body is too large."""
-    limit = request.app[SETTINGS].max_body_size
+    limit = request.app[LIVE].state.settings.max_body_size
     declared = request.content_length
     if declared is not None and declared > limit:
         response = error_response(declared_too_large(declared, limit))
@@ -101,7 +95,7 @@ def health(request: web.Request) -> web.Response:
 
 
 def ready(request: web.Request) -> web.Response:
-    identities = [identity.status() for identity in request.app[IDENTITIES]]
+    identities = [identity.status() for identity in request.app[LIVE].state.identities.values()]
     unusable = [status for status in identities if not status["usable"]]
     body: dict[str, object] = {"ready": not unusable, "identities": identities}
     if unusable:
@@ -120,7 +114,7 @@ def routes(request: web.Request) -> web.Response:
             "timeout": upstream.timeout.total,
             "identity": upstream.identity.name,
         }
-        for upstream in request.app[ROUTER].upstreams
+        for upstream in request.app[LIVE].state.router.upstreams
     ]
     return json_response(200, {"routes": table})
 
@@ -149,7 +143,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     try:
         path, query = split_target(request.raw_path)
         exchange.path = path
-        cors = request.app[CORS]
+        state = request.app[LIVE].state  # this request keeps it, whatever a reload does
+        cors = state.cors
         origin = cors.check_origin(request)
         if origin is not None and cors.enabled and cors.is_preflight(request):
             exchange.outcome = "cors_preflight"
@@ -159,7 +154,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             response = _reserved(request, path)
             exchange.status = response.status
             return response
-        router = request.app[ROUTER]
+        router = state.router
         upstream = router.match(path)
         if upstream is None:
             raise NoRoute(
@@ -167,13 +162,15 @@ async def handle(request: web.Request) -> web.StreamResponse:
             )
         exchange.route = upstream.prefix
         credentials = await upstream.identity.credentials()  # before reading a body for nothing
-        body = await read_body(request, request.app[SETTINGS].max_body_size)
+        body = await read_body(request, state.settings.max_body_size)
         return await forward(
             request, request.app[SESSION], upstream, credentials, path, query, body, exchange
         )
     except ProxyError as error:
         exchange.status = error.status
         exchange.outcome = error.code
+        if error.status >= 500:
+            exchange.detail = error.message
         response = error_response(error)
         if not request.content.is_eof():
             response.force_close()  # a refused body is never read: the connection cannot go on
@@ -186,29 +183,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
             log_access(exchange, time.perf_counter() - started)
 
 
-def default_aws_setting(name: str) -> str | None:
-    """A setting from the AWS environment and config files, as the AWS CLI would read it."""
-    value = botocore.session.Session().get_config_variable(name)
-    return str(value) if value else None
-
-
 def create_app(settings: Settings) -> web.Application:
     """Build the app; ConfigError if a route cannot be compiled (for instance, no region)."""
-    default_region = settings.region or default_aws_setting("region")
-    identities: dict[IdentitySpec, Identity] = {}  # routes with the same spec share one
-    upstreams = []
-    for route in settings.routes:
-        spec = IdentitySpec.for_route(route, settings)
-        identity = identities.setdefault(spec, Identity(spec))
-        upstreams.append(Upstream.from_route(route, default_region, identity))
-    router = Router(upstreams)
     app = web.Application()
-    app[SETTINGS] = settings
-    app[ROUTER] = router
-    app[IDENTITIES] = list(identities.values())
-    app[CORS] = cors = CorsPolicy(settings.cors_origins)
-    if cors.enabled:
-        app.on_response_prepare.append(cors.on_response_prepare)
+    app[LIVE] = Live(ProxyState.build(settings))
+    app.on_response_prepare.append(_cors_headers)
     app.cleanup_ctx.append(_credentials)
     app.cleanup_ctx.append(_upstream_session)
     # [\s\S]: the router matches the decoded path, which may hold a newline (%0A).
@@ -216,8 +195,14 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+async def _cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    cors = request.app[LIVE].state.cors
+    if cors.enabled:
+        await cors.on_response_prepare(request, response)
+
+
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+    settings = app[LIVE].state.settings
     ca_bundle = settings.ca_bundle
     if ca_bundle is None and (configured := default_aws_setting("ca_bundle")):
         ca_bundle = Path(configured)
@@ -227,14 +212,13 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _credentials(app: web.Application) -> AsyncIterator[None]:
-    identities = app[IDENTITIES]
-    tasks = [asyncio.create_task(identity.run()) for identity in identities]
+    live = app[LIVE]
+    live.start_refreshing()
+    identities = live.state.identities.values()
     # Resolve before listening, so the first requests need not wait; a slow source (instance
     # metadata far away) does not hold start-up hostage: requests wait for it instead.
     first = asyncio.gather(*(identity.wait_first_attempt() for identity in identities))
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(first, FIRST_RESOLUTION_WAIT)
     yield
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await live.stop()

@@ -6,20 +6,19 @@ import asyncio
 import contextlib
 from typing import Final
 
-from proxy.app import IDENTITIES, ROUTER, create_app
 from proxy.settings import Settings
+from proxy.state import ProxyState
 
 RESOLVE_TIMEOUT: Final = 60.0
 
 
 async def _resolve_all(settings: Settings) -> list[list[str]]:
-    app = create_app(settings)
-    identities = app[IDENTITIES]
-    for identity in identities:
+    state = ProxyState.build(settings)
+    for identity in state.identities.values():
         with contextlib.suppress(Exception):  # the failure is in identity.error
             await asyncio.wait_for(identity.refresh(), RESOLVE_TIMEOUT)
     rows = [["ROUTE", "URL", "REGION", "IDENTITY", "CREDENTIALS"]]
-    for upstream in app[ROUTER].upstreams:
+    for upstream in state.router.upstreams:
         identity = upstream.identity
         status = identity.status()
         if identity.usable:

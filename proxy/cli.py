@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import errno
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -128,8 +129,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if value is not None and name not in ("config", "command", "check")
     }
     json_logs = flags.get("log_format") == "json"
+    config_file = args.config or (Path(p) if (p := os.environ.get(CONFIG_ENV)) else None)
     try:
-        settings = load_settings(flags, config_file=args.config)
+        settings = load_settings(flags, config_file=config_file)
     except ConfigError as error:
         _fail(str(error), json_logs)
     configure(settings.log_format, settings.log_level)
@@ -143,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from proxy.server import serve  # after logging is set: importing aiohttp is the slow part
 
     try:
-        _run(serve(settings))
+        _run(serve(settings, lambda: load_settings(flags, config_file=config_file), config_file))
     except ConfigError as error:
         _fail(str(error), settings.log_format == "json")
     except OSError as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -54,13 +55,56 @@ class MalformedRequestFilter(logging.Filter):
         return True
 
 
+# ANSI colours for a terminal: status classes and log levels.
+_RESET: Final = "\x1b[0m"
+_STATUS_COLOURS: Final = {2: "\x1b[32m", 3: "\x1b[36m", 4: "\x1b[33m", 5: "\x1b[31m"}
+_LEVEL_COLOURS: Final = {"WARNING": "\x1b[33m", "ERROR": "\x1b[31m", "CRITICAL": "\x1b[31m"}
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines; access lines in aligned columns, coloured on a terminal."""
+
+    def __init__(self, colour: bool) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(message)s")
+        self.colour = colour
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None)
+        if fields and fields.get("event") == "access":
+            line = f"{self.formatTime(record)} {record.levelname:<7} {self._access_line(fields)}"
+        else:
+            line = super().format(record)
+        if self.colour and (colour := _LEVEL_COLOURS.get(record.levelname)):
+            line = line.replace(record.levelname, f"{colour}{record.levelname}{_RESET}", 1)
+        return line
+
+    def _access_line(self, f: dict[str, Any]) -> str:
+        status = f"{f['status']:3d}"
+        if self.colour and (colour := _STATUS_COLOURS.get(f["status"] // 100)):
+            status = f"{colour}{status}{_RESET}"
+        extra = f" {f['outcome']}" if f["outcome"] else ""
+        if f.get("detail"):
+            extra += f": {f['detail']}"
+        if f.get("hint"):
+            extra += f" {f['upstream_error_type']}: {f['hint']}"
+        return (
+            f"{f['method']:<7} {status} {f['duration_ms']:>8.1f}ms {f['bytes']:>9}B "
+            f"{f['route']:<12} {f['path']} id={f['upstream_request_id'] or '-'}{extra}"
+        )
+
+
+def use_colour(stream: Any) -> bool:
+    """https://no-color.org: NO_COLOR set (to anything) means no colour."""
+    return bool(getattr(stream, "isatty", lambda: False)()) and "NO_COLOR" not in os.environ
+
+
 def configure(log_format: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(MalformedRequestFilter())
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+        handler.setFormatter(TextFormatter(colour=use_colour(sys.stderr)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -86,8 +130,12 @@ def log_access(exchange: Exchange, seconds: float) -> None:
         "upstream_request_id": exchange.request_id,
         "upstream_error_type": exchange.error_type,
         "outcome": exchange.outcome,
+        "detail": exchange.detail,
+        "hint": hint,
     }
     extra = f" {exchange.outcome}" if exchange.outcome else ""
+    if exchange.detail:
+        extra += f": {exchange.detail}"
     if hint:
         extra += f" {exchange.error_type}: {hint}"
     access_log.log(

@@ -6,12 +6,15 @@ import asyncio
 import ipaddress
 import logging
 import signal
+from collections.abc import Callable
+from pathlib import Path
 from typing import Final
 
 from aiohttp import web
 
 from proxy import __version__
-from proxy.app import ROUTER, create_app
+from proxy.app import LIVE, create_app
+from proxy.reload import Reloader
 from proxy.settings import Settings
 
 log = logging.getLogger("proxy")
@@ -39,7 +42,7 @@ def _announce(app: web.Application, settings: Settings, address: str) -> None:
             "fields": {"event": "listening", "url": address, "version": __version__, "loop": loop}
         },
     )
-    upstreams = app[ROUTER].upstreams
+    upstreams = app[LIVE].state.router.upstreams
     width = max(len(upstream.prefix) for upstream in upstreams)
     for upstream in upstreams:
         log.info(
@@ -92,16 +95,29 @@ async def start(app: web.Application, settings: Settings) -> tuple[web.AppRunner
     return runner, f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
-async def serve(settings: Settings) -> None:
+async def serve(
+    settings: Settings,
+    load: Callable[[], Settings] | None = None,
+    config_file: Path | None = None,
+) -> None:
+    """Serve until SIGINT or SIGTERM. With `load`, SIGHUP and edits of `config_file` reload."""
     app = create_app(settings)
     runner, address = await start(app, settings)
+    watching: asyncio.Task[None] | None = None
     try:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        if load is not None:
+            reloader = Reloader(app[LIVE], load, config_file)
+            loop.add_signal_handler(signal.SIGHUP, reloader.reload, "SIGHUP")
+            if config_file is not None:
+                watching = asyncio.create_task(reloader.watch())
         _announce(app, settings, address)  # after the handlers: a script may signal at once
         await stop.wait()
         log.info("shutting down: finishing in-flight requests (up to %g s)", SHUTDOWN_GRACE)
     finally:
+        if watching is not None:
+            watching.cancel()
         await runner.cleanup()

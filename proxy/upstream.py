@@ -60,7 +60,8 @@ class Exchange:
     bytes_sent: int = 0
     request_id: str | None = None
     error_type: str | None = None
-    outcome: str | None = None  # "error code" or how a stream ended abnormally
+    outcome: str | None = None  # the error code, or how a stream ended abnormally
+    detail: str | None = None  # what the proxy told the client, for its own 5xx errors
 
 
 def _unreachable(upstream: Upstream, error: ClientError) -> UpstreamUnreachable:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -146,3 +148,55 @@ def test_sigterm_exits_zero_quickly() -> None:
     assert proxy.process.wait(10) == 0
     assert time.monotonic() - started < 5
     assert "Traceback" not in "".join(proxy.lines)
+
+
+def _run_in_terminal(env: dict[str, str], fake_url: str) -> str:
+    """The proxy with its stderr on a pseudo-terminal, as in a developer's shell."""
+    import os
+    import pty
+    import select
+    import urllib.request
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        ["lambda-url-proxy", "--port", "0", "--region", "us-east-1", "--route", f"/fn={fake_url}"],
+        stdout=terminal,
+        stderr=terminal,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **env},
+    )
+    os.close(terminal)
+    output = b""
+    deadline = time.monotonic() + 15
+    try:
+        while time.monotonic() < deadline and b" 404 " not in output:
+            if select.select([controller], [], [], 0.1)[0]:
+                output += os.read(controller, 65536)
+            if (port := re.search(rb"listening on http://127\.0\.0\.1:(\d+)", output)) and (
+                b"/fn/ok" not in output
+            ):
+                for path in ("/fn/ok", "/missing"):
+                    with contextlib.suppress(OSError):  # a 404 raises; its log line is the point
+                        urllib.request.urlopen(
+                            f"http://127.0.0.1:{int(port.group(1))}{path}", timeout=5
+                        )
+                output += b"/fn/ok requested\n"
+    finally:
+        process.terminate()
+        process.wait(10)
+        os.close(controller)
+    return output.decode(errors="replace")
+
+
+async def test_terminal_output_is_aligned_and_coloured(fake: FakeFunctionUrl) -> None:
+    output = await asyncio.to_thread(_run_in_terminal, KEYS, fake.url)
+    assert "\x1b[32m200\x1b[0m" in output  # 2xx green
+    assert "\x1b[33m404\x1b[0m" in output  # 4xx yellow
+    access = [line for line in output.splitlines() if "/fn/ok id=" in line or "/missing" in line]
+    visible = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in access]
+    assert len({line.index("ms ") for line in visible}) == 1, visible  # aligned on screen
+
+
+async def test_no_colour_when_asked_or_not_a_terminal(fake: FakeFunctionUrl) -> None:
+    output = await asyncio.to_thread(_run_in_terminal, {**KEYS, "NO_COLOR": "1"}, fake.url)
+    assert " 200 " in output and "\x1b[" not in output

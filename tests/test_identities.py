@@ -19,9 +19,9 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from proxy.app import IDENTITIES
+from proxy.app import LIVE
 from proxy.cli import build_parser
-from proxy.credentials import default_session_name
+from proxy.credentials import Identity, default_session_name
 from proxy.settings import load_settings
 from tests.conftest import AKID, SECRET, RunningProxy, route, running_proxy, spawn
 from tests.fake_credential_sources import CALLER_ARN, FakeContainerCredentials, FakeSts
@@ -29,6 +29,10 @@ from tests.fake_function_url import FakeFunctionUrl, KeyRecord
 
 BILLING = "arn:aws:iam::210987654321:role/invoke-billing"
 ORDERS = "arn:aws:iam::345678901234:role/invoke-orders"
+
+
+def identities(proxy: RunningProxy) -> list[Identity]:
+    return list(proxy.app[LIVE].state.identities.values())
 
 
 def access_key_of(headers: list[tuple[str, str]]) -> str:
@@ -76,7 +80,7 @@ async def test_each_route_reaches_its_function_as_its_own_role(
         route("/billing-reports", fake.url, role_arn=BILLING),
     ]
     async with running_proxy(routes=routes) as proxy:
-        assert len(proxy.app[IDENTITIES]) == 2  # equal identities share one provider
+        assert len(identities(proxy)) == 2  # equal identities share one provider
         role_of = {issued.access_key: issued.role_arn for issued in sts.issued}
         for prefix, role in [
             ("/billing", BILLING),
@@ -117,7 +121,7 @@ async def test_top_level_identity_is_the_default_for_routes_naming_none(
 ) -> None:
     routes = [route("/default", fake.url), route("/orders", fake.url, role_arn=ORDERS)]
     async with running_proxy(routes=routes, role_arn=BILLING) as proxy:
-        names = sorted(identity.name for identity in proxy.app[IDENTITIES])
+        names = sorted(identity.name for identity in identities(proxy))
         await get(proxy, "/default/x")
         key = access_key_of(fake.received[-1].headers)
     assert names == [f"default -> role {BILLING}", f"default -> role {ORDERS}"]
@@ -132,7 +136,7 @@ async def test_a_named_profile(
     )
     async with running_proxy(routes=[route("/b", fake.url, profile="billing-dev")]) as proxy:
         status, _ = await get(proxy, "/b/x")
-        identity = proxy.app[IDENTITIES][0]
+        identity = identities(proxy)[0]
     assert status == 200
     assert identity.name == "profile billing-dev"
     assert identity.source == "shared-credentials-file"
