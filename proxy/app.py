@@ -138,6 +138,10 @@ def _reserved(request: web.Request, path: str) -> web.Response:
 
 async def handle(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
+    in_flight = request.app[LIVE].in_flight
+    task = asyncio.current_task()
+    assert task is not None
+    in_flight.add(task)
     exchange = Exchange(request.method, request.raw_path.partition("?")[0][:2048])
     reserved = False
     try:
@@ -176,9 +180,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
             response.force_close()  # a refused body is never read: the connection cannot go on
         return response
     except asyncio.CancelledError:
-        exchange.outcome = exchange.outcome or "client_disconnected"
+        stopping = request.app[LIVE].stopping
+        exchange.outcome = exchange.outcome or (
+            "cut_by_shutdown" if stopping else "client_disconnected"
+        )
         raise
     finally:
+        in_flight.discard(task)
         if not reserved:
             log_access(exchange, time.perf_counter() - started)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
 
 from aiohttp import web
 
@@ -16,10 +16,9 @@ from proxy import __version__
 from proxy.app import LIVE, create_app
 from proxy.reload import Reloader
 from proxy.settings import Settings
+from proxy.state import Live
 
 log = logging.getLogger("proxy")
-
-SHUTDOWN_GRACE: Final = 10.0
 
 
 def is_loopback(host: str) -> bool:
@@ -80,11 +79,39 @@ def _announce(app: web.Application, settings: Settings, address: str) -> None:
         )
 
 
+def _exit_now(signum: int) -> None:
+    log.warning("second signal: exiting now, in-flight requests are cut")
+    logging.shutdown()
+    os._exit(128 + signum)
+
+
+async def drain(runner: web.AppRunner, live: Live, grace: float) -> None:
+    """Stop accepting, let in-flight requests and streams finish for up to `grace` seconds,
+    then cut the rest. aiohttp's own shutdown cannot do this: it waits its timeout twice and
+    never cancels a handler that streams a response without reading a request body."""
+    for site in list(runner.sites):
+        await site.stop()
+    live.stopping = True
+    pending = set(live.in_flight)
+    log.info(
+        "shutting down: no new connections; %d in-flight request(s) may finish (up to %g s)",
+        len(pending),
+        grace,
+    )
+    if pending:
+        _, pending = await asyncio.wait(pending, timeout=grace)
+    if pending:
+        log.warning("cutting %d request(s) still running after %g s", len(pending), grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=1.0)
+
+
 async def start(app: web.Application, settings: Settings) -> tuple[web.AppRunner, str]:
     """Listen on the configured address; returns the runner and the URL it listens on."""
-    runner = web.AppRunner(
-        app, access_log=None, handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE
-    )
+    # The grace is enforced by drain(); by the time aiohttp's own shutdown runs, only idle
+    # keep-alive connections remain.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()
@@ -116,7 +143,9 @@ async def serve(
                 watching = asyncio.create_task(reloader.watch())
         _announce(app, settings, address)  # after the handlers: a script may signal at once
         await stop.wait()
-        log.info("shutting down: finishing in-flight requests (up to %g s)", SHUTDOWN_GRACE)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, _exit_now, signum)
+        await drain(runner, app[LIVE], settings.shutdown_grace)
     finally:
         if watching is not None:
             watching.cancel()

@@ -28,6 +28,7 @@ ENV_PREFIX: Final = "LAMBDA_URL_PROXY_"
 CONFIG_ENV: Final = f"{ENV_PREFIX}CONFIG"
 RESERVED_PREFIX: Final = "/_proxy"
 MiB: Final = 1024 * 1024
+SHUTDOWN_GRACE: Final = 10.0
 
 _ROLE_ARN: Final = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
 _SESSION_NAME: Final = re.compile(r"[\w+=,.@-]{2,64}")
@@ -199,6 +200,11 @@ class Settings(BaseSettings, IdentityOptions):
     )
     ca_bundle: Path | None = Field(
         None, description="CA bundle to verify upstream TLS (default: AWS_CA_BUNDLE)"
+    )
+    shutdown_grace: float = Field(
+        SHUTDOWN_GRACE,
+        ge=0,
+        description="seconds in-flight requests may finish after SIGTERM or SIGINT",
     )
     cors_origins: list[str] = Field(
         default_factory=list,

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import botocore.session
 
@@ -57,6 +58,8 @@ class Live:
     def __init__(self, state: ProxyState) -> None:
         self.state = state
         self._refreshing: dict[Identity, asyncio.Task[None]] = {}
+        self.in_flight: set[asyncio.Task[Any]] = set()  # request handlers, for the drain
+        self.stopping = False
 
     def start_refreshing(self) -> None:
         """One refresh task per identity in use: new ones started, unused ones stopped."""

@@ -1,0 +1,42 @@
+# lambda-url-proxy as a container: build from the repository root with `docker build .`
+# Configured entirely by LAMBDA_URL_PROXY_* variables (see README, "Configuration").
+# tests/test_container.py parses this file: it runs the builder's RUN commands in a fresh venv,
+# then the ENTRYPOINT with the ENV below and the HEALTHCHECK command verbatim.
+
+# --- build: install the project and its dependencies into a self-contained venv --------------
+FROM python:3.11-slim AS build
+RUN python -m venv /opt/venv
+WORKDIR /src
+# Only what the install needs (.dockerignore keeps everything else out of the context).
+COPY pyproject.toml README.md ./
+COPY proxy/ proxy/
+# Every dependency ships manylinux wheels for amd64 and arm64: no compiler needed, even here.
+# pip and setuptools are build tools: removed, so the final image carries only the runtime.
+RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check . \
+ && /opt/venv/bin/pip uninstall --yes --disable-pip-version-check pip setuptools
+
+# --- final: the same slim base, the venv and an unprivileged user; no sources, no compilers --
+FROM python:3.11-slim
+# uid/gid 1000: the usual owner of ~/.aws on a Linux host, so a read-only mount of it is readable
+# (its files are mode 0600). Another uid: `user:` in docker-compose.yml (HOME stays below).
+RUN groupadd --gid 1000 proxy \
+ && useradd --uid 1000 --gid proxy --create-home --home-dir /home/proxy --shell /usr/sbin/nologin proxy
+COPY --from=build /opt/venv /opt/venv
+# HOME is explicit so that ~/.aws is /home/proxy/.aws whichever uid the container runs as.
+ENV PATH=/opt/venv/bin:$PATH \
+    HOME=/home/proxy \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    LAMBDA_URL_PROXY_HOST=0.0.0.0 \
+    LAMBDA_URL_PROXY_PORT=8080 \
+    LAMBDA_URL_PROXY_LOG_FORMAT=json
+USER 1000:1000
+WORKDIR /home/proxy
+EXPOSE 8080
+# The slim image has no curl: python's urllib, on loopback and the configured port, ignoring any
+# HTTP(S)_PROXY meant for the upstream calls. Exit 0 on a 200, 1 otherwise (refused, error, 5xx).
+HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:' + os.environ.get('LAMBDA_URL_PROXY_PORT', '8080') + '/_proxy/health', timeout=2)"]
+# Exec form: the proxy is PID 1 and receives docker stop's SIGTERM itself, then drains in-flight
+# requests. Flags may be appended: `docker run IMAGE --route /users=https://...`.
+ENTRYPOINT ["lambda-url-proxy"]
