@@ -114,8 +114,24 @@ def configure(log_format: str, level: str) -> None:
     logging.captureWarnings(True)
 
 
+def upstream_hint(status: int, error_type: str | None) -> str | None:
+    """What an upstream failure usually means, from its status and x-amzn-ErrorType."""
+    if status == 403:
+        return FORBIDDEN_HINTS.get(error_type or "")
+    if status == 429:
+        return (
+            "Lambda throttled the call: the function's reserved concurrency or the account's "
+            "concurrency limit is used up; retry with back-off or raise the limit"
+        )
+    if status >= 500 and error_type:
+        return (
+            "AWS Lambda itself failed the invocation (the function may have crashed or timed out)"
+        )
+    return None
+
+
 def log_access(exchange: Exchange, seconds: float) -> None:
-    hint = FORBIDDEN_HINTS.get(exchange.error_type or "") if exchange.status == 403 else None
+    hint = upstream_hint(exchange.status, exchange.error_type)
     level = logging.WARNING if hint or exchange.outcome else logging.INFO
     if not access_log.isEnabledFor(level):
         return

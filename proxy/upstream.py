@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import ssl
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 
 # Headers aiohttp would invent when the client sent none: an Accept-Encoding the client never
 # asked for would make the function compress a body the client cannot read.
+# Methods that are safe to send twice (RFC 9110 section 9.2.2); only ever retried when the
+# first connection could not be made at all.
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRY_DELAY: Final = 0.2
+
 SKIP_AUTO_HEADERS: Final = (hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.USER_AGENT, hdrs.CONTENT_TYPE)
 
 
@@ -40,13 +46,18 @@ def create_session(ca_bundle: Path | None) -> ClientSession:
     shared between clients, bytes passed through as they are."""
     ssl_context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
     connector = TCPConnector(ssl=ssl_context, limit=0, keepalive_timeout=30)
-    return ClientSession(
+    session = ClientSession(
         connector=connector,
         trust_env=True,  # HTTPS_PROXY, HTTP_PROXY, NO_PROXY
         auto_decompress=False,
         cookie_jar=DummyCookieJar(),
         skip_auto_headers=SKIP_AUTO_HEADERS,
     )
+    # aiohttp resends an idempotent request once if the connection drops after it was sent;
+    # a function could then run twice. forward() retries only connections never made. The
+    # pool's keep-alive (30 s) stays below AWS's idle timeout, so stale reuse stays rare.
+    session._retry_connection = False
+    return session
 
 
 @dataclass(slots=True)
@@ -90,36 +101,58 @@ async def forward(
     exchange: Exchange,
 ) -> web.StreamResponse:
     """Sign and send the request, then stream the answer back chunk by chunk as it arrives."""
-    headers = request_headers_to_forward(request.headers.items())
-    headers[hdrs.HOST] = upstream.host_header
-    signed = sign(
-        method=request.method,
-        host=upstream.host_header,
-        path=upstream.path_for(path),
-        query=query,
-        payload_hash=hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256,
-        credentials=credentials,
-        region=upstream.region,
-        service=upstream.service,
-        now=datetime.now(UTC),
-    )
-    headers.extend(signed)
-    try:
-        answer = await session.request(
-            request.method,
-            upstream.url_for(path, query),
-            headers=headers,
-            data=body or None,
-            allow_redirects=False,
-            timeout=upstream.timeout,
+    forwarded = request_headers_to_forward(request.headers.items())
+    forwarded[hdrs.HOST] = upstream.host_header
+    upstream_path = upstream.path_for(path)
+    payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
+    url = upstream.url_for(path, query)
+    attempts = 2 if request.method in IDEMPOTENT else 1
+    for attempt in range(1, attempts + 1):
+        headers = forwarded.copy()
+        # Signed per attempt: a request must reach AWS within 5 minutes of its x-amz-date.
+        headers.extend(
+            sign(
+                method=request.method,
+                host=upstream.host_header,
+                path=upstream_path,
+                query=query,
+                payload_hash=payload_hash,
+                credentials=credentials,
+                region=upstream.region,
+                service=upstream.service,
+                now=datetime.now(UTC),
+            )
         )
-    except TimeoutError:
-        raise UpstreamTimeout(
-            f"route {upstream.prefix!r}: {upstream.url} did not answer within "
-            f"{upstream.timeout.total:g} s; raise the route's timeout if the function needs longer"
-        ) from None
-    except ClientError as error:
-        raise _unreachable(upstream, error) from None
+        try:
+            answer = await session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                timeout=upstream.timeout,
+            )
+            break
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"route {upstream.prefix!r}: {upstream.url} did not answer within "
+                f"{upstream.timeout.total:g} s; raise the route's timeout if the function needs "
+                "longer"
+            ) from None
+        except ClientConnectorError as error:
+            # The connection was never made, so no byte went out: safe to try once more.
+            if attempt == attempts or isinstance(error, ClientSSLError):
+                raise _unreachable(upstream, error) from None
+            log.warning(
+                "%s %s: connecting to %s failed (%s); retrying once",
+                request.method,
+                path,
+                upstream.url,
+                error.os_error.strerror or error.os_error,
+            )
+            await asyncio.sleep(RETRY_DELAY)
+        except ClientError as error:  # bytes may have gone out: never retried
+            raise _unreachable(upstream, error) from None
 
     async with answer:
         exchange.status = answer.status
