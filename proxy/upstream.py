@@ -48,7 +48,7 @@ def create_session(ca_bundle: Path | None) -> ClientSession:
     connector = TCPConnector(ssl=ssl_context, limit=0, keepalive_timeout=30)
     session = ClientSession(
         connector=connector,
-        trust_env=True,  # HTTPS_PROXY, HTTP_PROXY, NO_PROXY
+        trust_env=False,  # HTTPS_PROXY etc. are resolved once per route: Upstream.proxy
         auto_decompress=False,
         cookie_jar=DummyCookieJar(),
         skip_auto_headers=SKIP_AUTO_HEADERS,
@@ -131,6 +131,8 @@ async def forward(
                 data=body or None,
                 allow_redirects=False,
                 timeout=upstream.timeout,
+                proxy=upstream.proxy,
+                proxy_auth=upstream.proxy_auth,
             )
             break
         except TimeoutError:

@@ -237,3 +237,15 @@ async def test_https_proxy_is_honoured(
                 assert response.status == 200
     assert corporate.tunnels == [f"127.0.0.1:{tls_fake.port}"]
     assert tls_fake.received[-1].verified
+
+
+async def test_no_proxy_is_honoured(
+    tls_fake: FakeFunctionUrl, aws_keys: None, ca_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with ConnectProxy() as corporate:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{corporate.port}")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        async with running_proxy(routes=[route("/fn", tls_fake.url)], ca_bundle=ca_file) as proxy:
+            async with proxy.client.get(proxy.url + "/fn/x") as response:
+                assert response.status == 200
+    assert corporate.tunnels == []  # went direct
