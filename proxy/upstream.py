@@ -7,7 +7,6 @@ import hashlib
 import logging
 import ssl
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
@@ -27,7 +26,7 @@ from aiohttp import (
 from proxy.errors import UpstreamTimeout, UpstreamUnreachable
 from proxy.headers import request_headers_to_forward, response_headers_to_return
 from proxy.routing import Upstream
-from proxy.signing import EMPTY_SHA256, Credentials, sign
+from proxy.signing import EMPTY_SHA256, AmzClock, Credentials, sign
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +36,7 @@ log = logging.getLogger(__name__)
 # first connection could not be made at all.
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_DELAY: Final = 0.2
+AMZ_CLOCK: Final = AmzClock()
 
 SKIP_AUTO_HEADERS: Final = (hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.USER_AGENT, hdrs.CONTENT_TYPE)
 
@@ -120,7 +120,7 @@ async def forward(
                 credentials=credentials,
                 region=upstream.region,
                 service=upstream.service,
-                now=datetime.now(UTC),
+                now=AMZ_CLOCK(),
             )
         )
         try:

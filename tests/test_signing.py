@@ -15,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.signing import (
+    EMPTY_SHA256,
+    AmzClock,
     Credentials,
     amz_date,
     canonical_request,
@@ -150,3 +152,30 @@ def test_credentials_repr_hides_the_secret() -> None:
     assert "very-secret-key" not in repr(creds)
     assert "session-token-value" not in repr(creds)
     assert "very-secret-key" not in str(creds)
+
+
+def test_amz_clock_formats_once_per_second() -> None:
+    now = [1_700_000_000.2]
+    clock = AmzClock(lambda: now[0])
+    first = clock()
+    assert first == "20231114T221320Z"
+    now[0] += 0.7
+    assert clock() is first  # same second: the same string, not formatted again
+    now[0] += 0.2
+    assert clock() == "20231114T221321Z"
+
+
+def test_sign_accepts_a_preformatted_timestamp() -> None:
+    creds = Credentials("AKIDEXAMPLE", "secret")
+    when = datetime(2026, 11, 21, 5, 30, 1, tzinfo=UTC)
+    common = {
+        "method": "GET",
+        "host": "h",
+        "path": "/",
+        "query": "",
+        "payload_hash": EMPTY_SHA256,
+        "credentials": creds,
+        "region": "us-east-1",
+        "service": "lambda",
+    }
+    assert sign(**common, now=when) == sign(**common, now="20261121T053001Z")  # type: ignore[arg-type]
