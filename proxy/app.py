@@ -138,16 +138,17 @@ def _reserved(request: web.Request, path: str) -> web.Response:
 
 async def handle(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
-    in_flight = request.app[LIVE].in_flight
+    app = request.app
+    live = app[LIVE]
+    state = live.state  # this request keeps it, whatever a reload does
     task = asyncio.current_task()
     assert task is not None
-    in_flight.add(task)
+    live.in_flight.add(task)
     exchange = Exchange(request.method, request.raw_path.partition("?")[0][:2048])
     reserved = False
     try:
         path, query = split_target(request.raw_path)
         exchange.path = path
-        state = request.app[LIVE].state  # this request keeps it, whatever a reload does
         cors = state.cors
         origin = cors.check_origin(request)
         if origin is not None and cors.enabled and cors.is_preflight(request):
@@ -168,7 +169,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         credentials = await upstream.identity.credentials()  # before reading a body for nothing
         body = await read_body(request, state.settings.max_body_size)
         return await forward(
-            request, request.app[SESSION], upstream, credentials, path, query, body, exchange
+            request, app[SESSION], upstream, credentials, path, query, body, exchange
         )
     except ProxyError as error:
         exchange.status = error.status
@@ -180,13 +181,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
             response.force_close()  # a refused body is never read: the connection cannot go on
         return response
     except asyncio.CancelledError:
-        stopping = request.app[LIVE].stopping
         exchange.outcome = exchange.outcome or (
-            "cut_by_shutdown" if stopping else "client_disconnected"
+            "cut_by_shutdown" if live.stopping else "client_disconnected"
         )
         raise
     finally:
-        in_flight.discard(task)
+        live.in_flight.discard(task)
         if not reserved:
             log_access(exchange, time.perf_counter() - started)
 

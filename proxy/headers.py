@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Final
 
 from aiohttp import hdrs
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiMapping
 
 # RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded.
 HOP_BY_HOP: Final = frozenset(
@@ -44,32 +43,25 @@ DROPPED_REQUEST_PREFIXES: Final = ("x-amz-", "x-forwarded-")
 DROPPED_RESPONSE: Final = HOP_BY_HOP
 
 
-def _named_in_connection(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
-    named: set[str] = set()
-    for name, value in headers:
-        if name.lower() == "connection":
-            named.update(token.strip().lower() for token in value.split(","))
-    return frozenset(named)
-
-
 def _kept(
-    headers: Iterable[tuple[str, str]], dropped: frozenset[str], prefixes: tuple[str, ...]
+    headers: MultiMapping[str], dropped: frozenset[str], prefixes: tuple[str, ...]
 ) -> CIMultiDict[str]:
-    items = list(headers)
-    dropped = dropped | _named_in_connection(items)
+    # Headers named in Connection are hop-by-hop too (RFC 9110 section 7.6.1).
+    if named := headers.getall(hdrs.CONNECTION, ()):
+        dropped = dropped | {token.strip().lower() for value in named for token in value.split(",")}
     kept: CIMultiDict[str] = CIMultiDict()
-    for name, value in items:
+    for name, value in headers.items():
         lower = name.lower()
-        if lower not in dropped and not lower.startswith(prefixes):
+        if lower not in dropped and not (prefixes and lower.startswith(prefixes)):
             kept.add(name, value)
     return kept
 
 
-def request_headers_to_forward(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+def request_headers_to_forward(headers: MultiMapping[str]) -> CIMultiDict[str]:
     """The client's headers that may go upstream, every repeated value kept, in order."""
     return _kept(headers, DROPPED_REQUEST, DROPPED_REQUEST_PREFIXES)
 
 
-def response_headers_to_return(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+def response_headers_to_return(headers: MultiMapping[str]) -> CIMultiDict[str]:
     """The upstream's headers for the client, repeated ones such as Set-Cookie all kept."""
     return _kept(headers, DROPPED_RESPONSE, ())

@@ -101,7 +101,7 @@ async def forward(
     exchange: Exchange,
 ) -> web.StreamResponse:
     """Sign and send the request, then stream the answer back chunk by chunk as it arrives."""
-    forwarded = request_headers_to_forward(request.headers.items())
+    forwarded = request_headers_to_forward(request.headers)
     forwarded[hdrs.HOST] = upstream.host_header
     upstream_path = upstream.path_for(path)
     payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
@@ -163,7 +163,7 @@ async def forward(
         response = web.StreamResponse(
             status=answer.status,
             reason=answer.reason,
-            headers=response_headers_to_return(answer.headers.items()),
+            headers=response_headers_to_return(answer.headers),
         )
         completed = False
         try:
