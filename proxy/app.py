@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Final
 
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession, hdrs, web
 
 from proxy.errors import ERROR_HEADER, BadRequest, BodyTooLarge, NoRoute, ProxyError
 from proxy.logs import log_access
@@ -36,11 +36,11 @@ def json_response(status: int, data: object) -> web.Response:
 
 
 def error_response(error: ProxyError) -> web.Response:
+    headers = {ERROR_HEADER: error.code}
+    if error.status == 401:
+        headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="lambda-url-proxy"'
     return web.Response(
-        status=error.status,
-        body=error.body(),
-        content_type="application/json",
-        headers={ERROR_HEADER: error.code},
+        status=error.status, body=error.body(), content_type="application/json", headers=headers
     )
 
 
@@ -119,8 +119,9 @@ def routes(request: web.Request) -> web.Response:
     return json_response(200, {"routes": table})
 
 
+HEALTH_PATH: Final = f"{RESERVED_PREFIX}/health"
 RESERVED: Final[dict[str, Callable[[web.Request], web.Response]]] = {
-    f"{RESERVED_PREFIX}/health": health,
+    HEALTH_PATH: health,
     f"{RESERVED_PREFIX}/ready": ready,
     f"{RESERVED_PREFIX}/routes": routes,
 }
@@ -154,6 +155,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if origin is not None and cors.enabled and cors.is_preflight(request):
             exchange.outcome = "cors_preflight"
             return cors.preflight(request, origin)
+        if path != HEALTH_PATH and state.access.restricted:
+            state.access.check(request)  # the health check stays open, for orchestrators
         if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
             reserved = True
             response = _reserved(request, path)

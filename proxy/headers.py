@@ -25,7 +25,8 @@ HOP_BY_HOP: Final = frozenset(
 
 # Request headers the proxy replaces or must not pass on: the upstream's Host and the body's
 # length are set by the proxy, the client's own credentials and dates would confuse SigV4, and
-# X-Forwarded-*/Forwarded are the Function URL's to set, not a local client's.
+# X-Forwarded-*/Forwarded are the Function URL's to set, not a local client's; the proxy's own
+# access token stays here.
 DROPPED_REQUEST: Final = HOP_BY_HOP | frozenset(
     name.lower()
     for name in (
@@ -35,6 +36,7 @@ DROPPED_REQUEST: Final = HOP_BY_HOP | frozenset(
         hdrs.AUTHORIZATION,
         hdrs.DATE,
         hdrs.FORWARDED,
+        "x-proxy-token",
     )
 )
 DROPPED_REQUEST_PREFIXES: Final = ("x-amz-", "x-forwarded-")

@@ -70,11 +70,12 @@ def _announce(app: web.Application, settings: Settings, address: str) -> None:
             )
     example = upstreams[0].prefix.rstrip("/") + "/"
     log.info("try: curl %s%s", address, example)
-    if not is_loopback(settings.host):
+    if not is_loopback(settings.host) and not app[LIVE].state.access.restricted:
         log.warning(
             "listening on %s, beyond this machine's loopback: anyone who can reach this port "
             "calls your functions with your AWS identity. Bind to 127.0.0.1 unless that is "
-            "intended (as inside a container whose port only its own network reaches)",
+            "intended (as inside a container whose port only its own network reaches), or set "
+            "access_token and/or allowed_clients to say who may",
             settings.host,
         )
 

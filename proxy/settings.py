@@ -13,7 +13,16 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -200,6 +209,16 @@ class Settings(BaseSettings, IdentityOptions):
     )
     ca_bundle: Path | None = Field(
         None, description="CA bundle to verify upstream TLS (default: AWS_CA_BUNDLE)"
+    )
+    access_token: SecretStr | None = Field(
+        None,
+        description="if set, clients must send it as X-Proxy-Token or Authorization: Bearer "
+        "(prefer the environment variable: flags show in the process list)",
+    )
+    allowed_clients: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="client networks allowed to use the proxy, e.g. 172.16.0.0/12 "
+        "(default: any that can reach the port)",
     )
     shutdown_grace: float = Field(
         SHUTDOWN_GRACE,

@@ -14,6 +14,7 @@ from typing import Any
 
 import botocore.session
 
+from proxy.access import AccessPolicy
 from proxy.cors import CorsPolicy
 from proxy.credentials import Identity, IdentitySpec
 from proxy.routing import Router, Upstream
@@ -33,6 +34,7 @@ class ProxyState:
     settings: Settings
     router: Router
     cors: CorsPolicy
+    access: AccessPolicy
     identities: Mapping[IdentitySpec, Identity]
 
     @classmethod
@@ -49,7 +51,13 @@ class ProxyState:
             if spec not in identities:
                 identities[spec] = (reuse or {}).get(spec) or Identity(spec)
             upstreams.append(Upstream.from_route(route, default_region, identities[spec]))
-        return cls(settings, Router(upstreams), CorsPolicy(settings.cors_origins), identities)
+        return cls(
+            settings,
+            Router(upstreams),
+            CorsPolicy(settings.cors_origins),
+            AccessPolicy(settings.access_token, settings.allowed_clients),
+            identities,
+        )
 
 
 class Live:
