@@ -152,9 +152,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
         exchange.path = path
         cors = state.cors
         origin = cors.check_origin(request)
-        if origin is not None and cors.enabled and cors.is_preflight(request):
-            exchange.outcome = "cors_preflight"
-            return cors.preflight(request, origin)
+        if origin is not None and cors.is_preflight(request):
+            if cors.enabled:
+                exchange.outcome = "cors_preflight"
+                response = cors.preflight(request, origin)
+                exchange.status = response.status
+                return response
+            exchange.outcome = "preflight_forwarded"  # explained in the log: CORS is off
         if path != HEALTH_PATH and state.access.restricted:
             state.access.check(request)  # the health check stays open, for orchestrators
         if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
@@ -180,6 +184,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         if error.status >= 500:
             exchange.detail = error.message
         response = error_response(error)
+        exchange.bytes_sent = response.content_length or 0
         if not request.content.is_eof():
             response.force_close()  # a refused body is never read: the connection cannot go on
         return response

@@ -86,7 +86,8 @@ class TextFormatter(logging.Formatter):
         if f.get("detail"):
             extra += f": {f['detail']}"
         if f.get("hint"):
-            extra += f" {f['upstream_error_type']}: {f['hint']}"
+            error_type = f["upstream_error_type"]
+            extra += f" {error_type}: {f['hint']}" if error_type else f": {f['hint']}"
         return (
             f"{f['method']:<7} {status} {f['duration_ms']:>8.1f}ms {f['bytes']:>9}B "
             f"{f['route']:<12} {f['path']} id={f['upstream_request_id'] or '-'}{extra}"
@@ -130,9 +131,19 @@ def upstream_hint(status: int, error_type: str | None) -> str | None:
     return None
 
 
+# Outcomes that are part of normal operation, logged at INFO.
+ROUTINE_OUTCOMES: Final = frozenset({None, "cors_preflight"})
+PREFLIGHT_HINT: Final = (
+    "a CORS preflight was forwarded to the function because CORS is off: start the proxy with "
+    "--cors-origin <the page's origin> to have it answered here"
+)
+
+
 def log_access(exchange: Exchange, seconds: float) -> None:
     hint = upstream_hint(exchange.status, exchange.error_type)
-    level = logging.WARNING if hint or exchange.outcome else logging.INFO
+    if exchange.outcome == "preflight_forwarded":
+        hint = PREFLIGHT_HINT
+    level = logging.WARNING if hint or exchange.outcome not in ROUTINE_OUTCOMES else logging.INFO
     if not access_log.isEnabledFor(level):
         return
     fields = {
@@ -153,7 +164,7 @@ def log_access(exchange: Exchange, seconds: float) -> None:
     if exchange.detail:
         extra += f": {exchange.detail}"
     if hint:
-        extra += f" {exchange.error_type}: {hint}"
+        extra += f" {exchange.error_type}: {hint}" if exchange.error_type else f": {hint}"
     access_log.log(
         level,
         "%s %s -> %s %d %.1fms %dB id=%s%s",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -137,3 +138,38 @@ async def test_a_remote_origin_can_be_allowed_explicitly(
 def test_bad_origins_are_configuration_errors(origin: str) -> None:
     with pytest.raises(ConfigError, match="cors origin"):
         load_settings({"routes": [route("/a", "https://x.example")], "cors_origins": [origin]})
+
+
+async def test_a_preflight_is_logged_as_routine_with_its_status(
+    cors_proxy: RunningProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="proxy.access")
+    async with cors_proxy.client.options(cors_proxy.url + "/fn/x", headers=preflight_headers()):
+        pass
+    record = [r for r in caplog.records if r.name == "proxy.access"][-1]
+    assert record.levelname == "INFO"
+    assert record.fields["status"] == 204  # type: ignore[attr-defined]
+    assert record.fields["outcome"] == "cors_preflight"  # type: ignore[attr-defined]
+
+
+async def test_a_forwarded_preflight_says_how_to_turn_cors_on(
+    proxy: RunningProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="proxy.access")
+    async with proxy.client.options(proxy.url + "/fn/x", headers=preflight_headers()):
+        pass
+    record = [r for r in caplog.records if r.name == "proxy.access"][-1]
+    assert record.levelname == "WARNING"
+    assert "--cors-origin" in record.getMessage()
+
+
+async def test_refusals_log_the_bytes_they_sent(
+    proxy: RunningProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="proxy.access")
+    async with proxy.client.get(
+        proxy.url + "/fn/x", headers={"Origin": "https://evil.example"}
+    ) as response:
+        size = len(await response.read())
+    record = [r for r in caplog.records if r.name == "proxy.access"][-1]
+    assert record.fields["bytes"] == size > 0  # type: ignore[attr-defined]

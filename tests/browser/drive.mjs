@@ -1,0 +1,61 @@
+// Open one page in headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core),
+// wait until the page says it is done (<body data-state="done|error">), print what it shows.
+//
+//   node drive.mjs URL [TIMEOUT_MS] [SCREENSHOT.png]
+//
+// Prints one JSON object: {state, text: {id: textContent}, console, requests, failure?}.
+// Exit status 0 whenever the page settled, done or error; 1 if it never did or Chromium failed.
+import { chromium } from 'playwright-core'
+
+const [url, timeoutArg = '20000', screenshot] = process.argv.slice(2)
+if (!url) {
+  console.error('usage: node drive.mjs URL [TIMEOUT_MS] [SCREENSHOT.png]')
+  process.exit(2)
+}
+const timeout = Number(timeoutArg)
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  timeout,
+  // Only 127.0.0.1 traffic: no background services, no QUIC, no component updates.
+  // Playwright gives every launch a new, empty profile (--user-data-dir).
+  args: [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+})
+const result = { state: null, text: {}, console: [], requests: [] }
+let status = 1
+try {
+  const page = await browser.newPage()
+  page.setDefaultTimeout(timeout)
+  page.on('console', (message) => result.console.push(`${message.type()}: ${message.text()}`))
+  page.on('pageerror', (error) => result.console.push(`pageerror: ${error.message}`))
+  // Every request the page started, CORS preflights included (Playwright's own request events
+  // leave preflights out); a request that its preflight stopped is listed too.
+  const cdp = await page.context().newCDPSession(page)
+  await cdp.send('Network.enable')
+  cdp.on('Network.requestWillBeSent', ({ request }) => {
+    result.requests.push(`${request.method} ${request.url}`)
+  })
+  await page.goto(url)
+  await page.waitForSelector('body[data-state="done"], body[data-state="error"]')
+  result.state = await page.getAttribute('body', 'data-state')
+  result.text = await page.$$eval('[id]', (elements) =>
+    Object.fromEntries(elements.map((element) => [element.id, element.textContent])),
+  )
+  if (screenshot) await page.screenshot({ path: screenshot, fullPage: true })
+  status = 0
+} catch (error) {
+  result.failure = String(error)
+} finally {
+  await browser.close()
+}
+console.log(JSON.stringify(result))
+process.exit(status)

@@ -1,0 +1,401 @@
+"""End to end with real frontend parts: dev servers, headless Chromium, the proxy, the fake.
+
+tests/browser/ is a small frontend project, the one docs/frontend.md describes:
+
+- page 1 (index.html, src/index.js) is served by a real Vite dev server whose `server.proxy`
+  sends /users to the real `lambda-url-proxy` process, which signs and forwards to the fake
+  Function URL;
+- page 2 (page2.html, src/page2.js), on another origin, calls the proxy directly: with
+  `--cors-origin <its origin>` the browser's preflight is answered by the proxy; without, the
+  browser blocks the call;
+- webpack-dev-server's `devServer.proxy` recipe is run for real too (plain HTTP, no browser), and
+  the Next.js recipe is loaded and checked as configuration.
+
+Chromium is Debian's (/usr/bin/chromium), driven by playwright-core (tests/browser/drive.mjs).
+`.ci/browser-deps.sh` installs both; without chromium, node or npm these tests skip, saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession, ClientTimeout
+from multidict import CIMultiDict
+
+from proxy.cli import build_parser
+from tests.conftest import AKID, ROOT, ProxyProcess
+from tests.fake_function_url import FakeFunctionUrl
+
+PROJECT = ROOT / "tests" / "browser"
+DOCS = (ROOT / "docs" / "frontend.md", ROOT / "README.md")  # the recipes, wherever they live
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+DEPS = "install them with `bash .ci/browser-deps.sh`"
+PAGE_TIMEOUT = 20.0  # one page in Chromium, its start included
+SERVER_START = 30.0  # a dev server's start
+REQUEST_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+DEFAULT_PROXY = "http://127.0.0.1:8080"
+
+# A first `npm ci` (outside CI, where .ci/browser-deps.sh ran it) may take a few minutes; every
+# wait below has its own, shorter bound.
+pytestmark = pytest.mark.timeout(300)
+
+SpawnProxy = Callable[..., ProxyProcess]
+
+
+@pytest.fixture(scope="session")
+def node_project() -> Path:
+    """tests/browser with its node_modules as package-lock.json pins them (`npm ci` if not)."""
+    for tool in ("node", "npm", "npx"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (Node.js >= 20.19 for vite 7): {DEPS}")
+    version = subprocess.run(
+        ["node", "--version"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout.strip()
+    major, minor = (int(part) for part in version.lstrip("v").split(".")[:2])
+    if not ((major == 20 and minor >= 19) or (major == 22 and minor >= 12) or major >= 23):
+        pytest.fail(f"node {version} is too old for vite 7, which needs ^20.19 or >=22.12")
+    check = subprocess.run(
+        ["node", "check-install.cjs"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if check.returncode != 0:
+        ci = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        assert ci.returncode == 0, f"npm ci failed ({check.stdout.strip()}):\n{ci.stderr}"
+    return PROJECT
+
+
+@pytest.fixture
+def chromium(node_project: Path) -> Path:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"Chromium is not installed at {CHROMIUM} (Debian: chromium): {DEPS}")
+    return CHROMIUM
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    """End the process and everything it started (its own process group): npx runs the dev
+    server as a grandchild that outlives npx if only npx is told to stop."""
+    with contextlib.suppress(ProcessLookupError):
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 5)
+        os.killpg(process.pid, signal.SIGKILL)  # stragglers of the group, if any
+    await process.wait()
+
+
+async def _pump(stream: asyncio.StreamReader, lines: list[str]) -> None:
+    async for raw in stream:
+        lines.append(raw.decode(errors="replace"))
+
+
+@asynccontextmanager
+async def dev_server(
+    args: list[str], ready: str, env: dict[str, str] | None = None
+) -> AsyncIterator[list[str]]:
+    """Run a dev server from tests/browser until it prints `ready`; yield its output so far."""
+    process = await asyncio.create_subprocess_exec(
+        *args,
+        cwd=PROJECT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "0", **(env or {})},
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    pump = asyncio.create_task(_pump(process.stdout, output))
+    try:
+        deadline = time.monotonic() + SERVER_START
+        while not any(ready in line for line in output):
+            if process.returncode is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{shlex.join(args)} did not start:\n" + "".join(output))
+            await asyncio.sleep(0.05)
+        yield output
+    finally:
+        await stop(process)
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+
+
+@asynccontextmanager
+async def vite(proxy_url: str, port: int | None = None) -> AsyncIterator[int]:
+    """`npx vite` serving tests/browser on 127.0.0.1:`port`, its server.proxy at `proxy_url`."""
+    port = port or free_port()
+    # npx --no: never download; "--": what follows is vite's, not npm's.
+    args = ["npx", "--no", "--", "vite", "--port", str(port), "--strictPort", "--host", "127.0.0.1"]
+    async with dev_server(args, f"http://127.0.0.1:{port}/", {"LAMBDA_PROXY_URL": proxy_url}):
+        yield port
+
+
+@dataclass
+class Page:
+    state: str | None  # "done" or "error": what the page itself says
+    text: dict[str, str]  # textContent of every element with an id
+    console: list[str]
+    # "METHOD URL" of every request the page started, preflights included (a request that its
+    # preflight stopped is listed too: Chromium reports it, as failed)
+    requests: list[str]
+
+
+async def open_page(url: str) -> Page:
+    """Load `url` in headless Chromium until the page says it is done; read what it shows."""
+    process = await asyncio.create_subprocess_exec(
+        "node",
+        "drive.mjs",
+        url,
+        str(int(PAGE_TIMEOUT * 1000)),
+        cwd=PROJECT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "CHROMIUM": str(CHROMIUM)},
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), PAGE_TIMEOUT + 15)
+    finally:
+        await stop(process)
+    report = stdout.decode(errors="replace").strip()
+    assert process.returncode == 0, f"drive.mjs {url} failed:\n{report}\n{stderr.decode()}"
+    data: dict[str, Any] = json.loads(report.splitlines()[-1])
+    return Page(data["state"], data["text"], data["console"], data["requests"])
+
+
+async def log_line(proxy: ProxyProcess, *words: str, timeout: float = 5.0) -> str:
+    """The first line the proxy printed with all of `words` (the access log line comes once the
+    answer is sent, so it may trail what the page shows)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in list(proxy.lines):
+            if all(word in line for word in words):
+                return line
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"no line with {words} in the proxy's output:\n" + "".join(proxy.lines)
+            )
+        await asyncio.sleep(0.05)
+
+
+def start_proxy(spawn_proxy: SpawnProxy, fake: FakeFunctionUrl, *flags: str) -> ProxyProcess:
+    return spawn_proxy("--route", f"/users={fake.url}", "--region", "us-east-1", *flags)
+
+
+async def test_page_served_by_vite_reaches_the_function_through_the_proxy(
+    chromium: Path, fake: FakeFunctionUrl, aws_keys: None, spawn_proxy: SpawnProxy
+) -> None:
+    proxy = start_proxy(spawn_proxy, fake)
+    async with vite(proxy.url) as port:
+        page = await open_page(f"http://127.0.0.1:{port}/")
+
+    assert page.state == "done", page
+    assert page.text["get-path"] == "/42"  # /users/42 -> Vite -> proxy, prefix stripped
+    assert page.text["get-access-key"] == AKID  # the fake verified the signature, with this key
+    assert page.text["post-body"] == '{"name":"Ada"}'
+    assert REQUEST_ID.fullmatch(page.text["request-id"]), page.text
+    # What reached the fake, each signature recomputed with awscrt and found right.
+    assert [(r.method, r.raw_path, r.verified, r.error_type) for r in fake.received] == [
+        ("GET", "/42?from=vite", True, None),
+        ("POST", "/", True, None),
+    ]
+    await log_line(proxy, "GET", "/users/42", page.text["request-id"])
+
+
+async def test_page_on_another_origin_calls_the_proxy_with_cors(
+    chromium: Path, fake: FakeFunctionUrl, aws_keys: None, spawn_proxy: SpawnProxy
+) -> None:
+    port = free_port()
+    origin = f"http://localhost:{port}"  # page 2's origin: another host name and port
+    proxy = start_proxy(spawn_proxy, fake, "--cors-origin", origin)
+    async with vite(proxy.url, port):
+        page = await open_page(f"{origin}/page2.html?proxy={proxy.url}")
+
+    assert page.state == "done", page
+    assert page.text["method"] == "PUT"
+    assert page.text["path"] == "/42"
+    assert page.text["x-client"] == "page2"  # the custom header reached the function
+    assert page.text["body"] == '{"from":"page2"}'
+    # Read from JS: only possible because the proxy lists it in Access-Control-Expose-Headers.
+    assert REQUEST_ID.fullmatch(page.text["request-id"]), page.text
+
+    target = f"{proxy.url}/users/42"
+    calls = [request for request in page.requests if request.endswith(" " + target)]
+    # The browser did send a preflight (Chromium may report the two in either order).
+    assert sorted(calls) == [f"OPTIONS {target}", f"PUT {target}"]
+    await log_line(proxy, "OPTIONS", "/users/42", "cors_preflight")  # ... the proxy answered it
+    assert [r.method for r in fake.received] == ["PUT"]  # ... and it never went further
+    put = fake.received[0]
+    assert put.verified and put.error_type is None
+    headers = CIMultiDict(put.headers)
+    assert headers["X-Client"] == "page2"
+    assert headers["Origin"] == origin  # passed on to the function as it came
+    await log_line(proxy, "PUT", "/users/42", page.text["request-id"])
+
+
+@pytest.mark.parametrize(
+    "cors_origin",
+    [None, "http://localhost:5173"],
+    ids=["cors-off", "other-origin-allowed"],
+)
+async def test_without_cors_for_its_origin_the_page_is_blocked(
+    chromium: Path,
+    fake: FakeFunctionUrl,
+    aws_keys: None,
+    spawn_proxy: SpawnProxy,
+    cors_origin: str | None,
+) -> None:
+    port = free_port()
+    flags = [] if cors_origin is None else ["--cors-origin", cors_origin]
+    proxy = start_proxy(spawn_proxy, fake, *flags)
+    async with vite(proxy.url, port):
+        page = await open_page(f"http://localhost:{port}/page2.html?proxy={proxy.url}")
+
+    assert page.state == "error", page
+    assert page.text["error"] == "TypeError: Failed to fetch"
+    assert page.text["method"] == page.text["request-id"] == ""
+    assert any("blocked by CORS policy" in message for message in page.console), page.console
+    assert f"OPTIONS {proxy.url}/users/42" in page.requests  # the preflight was tried
+    if cors_origin is None:
+        # CORS off: the preflight is an ordinary request, signed and forwarded; the function's
+        # answer allows nothing.
+        assert [(r.method, r.verified) for r in fake.received] == [("OPTIONS", True)]
+    else:
+        assert fake.received == []
+        await log_line(proxy, "OPTIONS", "/users/42", "origin_not_allowed")
+
+
+async def test_webpack_dev_server_recipe(
+    node_project: Path, fake: FakeFunctionUrl, aws_keys: None, spawn_proxy: SpawnProxy
+) -> None:
+    proxy = start_proxy(spawn_proxy, fake)
+    port = free_port()
+    site = f"http://127.0.0.1:{port}"
+    args = ["npx", "--no", "--", "webpack", "serve", "--port", str(port), "--host", "127.0.0.1"]
+    async with dev_server(args, "compiled successfully", {"LAMBDA_PROXY_URL": proxy.url}):
+        async with ClientSession(timeout=ClientTimeout(total=20)) as client:
+            async with client.get(f"{site}/users/42?from=webpack") as response:
+                assert response.status == 200, await response.text()
+                got = await response.json()
+            async with client.post(
+                f"{site}/users", json={"name": "Ada"}, headers={"Origin": site}
+            ) as response:
+                assert response.status == 200, await response.text()
+                posted = await response.json()
+    assert (got["path"], got["access_key"]) == ("/42", AKID)
+    assert (posted["method"], posted["path"], posted["body"]) == ("POST", "/", '{"name": "Ada"}')
+    assert [(r.method, r.raw_path, r.verified) for r in fake.received] == [
+        ("GET", "/42?from=webpack", True),
+        ("POST", "/", True),
+    ]
+
+
+LOAD_CONFIGS = """
+import { createRequire } from 'node:module'
+import { loadConfigFromFile } from 'vite'
+
+const require = createRequire(process.cwd() + '/')
+const vite = await loadConfigFromFile({ command: 'serve', mode: 'development' }, 'vite.config.js')
+console.log(JSON.stringify({
+  vite: vite.config.server.proxy,
+  webpack: require('./webpack.config.js').devServer.proxy,
+  next: await require('./next.config.js').rewrites(),
+}))
+"""
+
+
+@pytest.mark.parametrize("proxy_url", [None, "http://127.0.0.1:9999"], ids=["default", "env"])
+def test_dev_server_configs_point_at_the_proxy(node_project: Path, proxy_url: str | None) -> None:
+    """The three configs as each tool loads them (Vite's own loader; webpack and Next.js read
+    theirs with require): valid JS, each sending /users to the proxy."""
+    env = {key: value for key, value in os.environ.items() if key != "LAMBDA_PROXY_URL"}
+    if proxy_url is not None:
+        env["LAMBDA_PROXY_URL"] = proxy_url
+    result = subprocess.run(
+        ["node", "--input-type=module", "-e", LOAD_CONFIGS],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    configs = json.loads(result.stdout.strip().splitlines()[-1])
+    target = proxy_url or DEFAULT_PROXY
+    assert configs == {
+        "vite": {"/users": target},
+        "webpack": [{"context": ["/users"], "target": target}],
+        "next": [{"source": "/users/:path*", "destination": f"{target}/users/:path*"}],
+    }
+
+
+TESTED_BLOCK = re.compile(r"<!-- tested: (?P<path>\S+) -->\n```\w*\n(?P<code>.*?)```", re.DOTALL)
+
+
+def _docs() -> str:
+    return "".join(doc.read_text() for doc in DOCS if doc.exists())
+
+
+def test_the_docs_show_the_tested_files() -> None:
+    """Each code block marked `<!-- tested: PATH -->` in the recipes is verbatim in PATH."""
+    blocks = [(m["path"], m["code"]) for m in TESTED_BLOCK.finditer(_docs())]
+    for path, code in blocks:
+        assert code in (ROOT / path).read_text(), f"the docs' block for {path} is not in {path}"
+    assert {path for path, _ in blocks} >= {
+        "tests/browser/vite.config.js",
+        "tests/browser/webpack.config.js",
+        "tests/browser/next.config.js",
+        "tests/browser/src/page2.js",
+    }
+
+
+def test_the_docs_command_lines_parse() -> None:
+    """Every `lambda-url-proxy ...` command in the recipes is one the CLI accepts."""
+    text = _docs().replace("\\\n", " ")
+    commands = [
+        shlex.split(line.split("$ ", 1)[-1], comments=True)[1:]
+        for line in text.splitlines()
+        if re.match(r"\s*(\$ )?lambda-url-proxy --", line)
+    ]
+    assert any("--cors-origin" in args for args in commands), commands
+    parser = build_parser()
+    for args in commands:
+        try:
+            parser.parse_args(args)
+        except SystemExit:
+            raise AssertionError(f"lambda-url-proxy refuses {shlex.join(args)}") from None
