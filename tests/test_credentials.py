@@ -121,19 +121,19 @@ async def test_requests_succeed_across_many_rotations(
 async def test_a_slow_refresh_never_blocks_the_event_loop(
     fake: FakeFunctionUrl, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # Each refresh takes 1 s; a refresh on the event loop would stall the stream that long.
-    fake.keys = IssuedKeys(use_credential_process(monkeypatch, tmp_path, lifetime=5.0, delay=1.0))
+    # Each refresh takes 2 s; a refresh on the event loop would stall the stream that long.
+    fake.keys = IssuedKeys(use_credential_process(monkeypatch, tmp_path, lifetime=6.0, delay=2.0))
     async with running_proxy(routes=[route("/fn", fake.url)]) as proxy:
         arrivals: list[float] = []
-        async with proxy.client.get(proxy.url + "/fn/slow-stream/200/0.02") as response:
+        async with proxy.client.get(proxy.url + "/fn/slow-stream/250/0.02") as response:
             assert response.status == 200
             async for _ in response.content.iter_any():
                 arrivals.append(time.monotonic())
     assert isinstance(fake.keys, IssuedKeys)
     issued = fake.keys.issued()
-    assert len(issued) >= 3  # refreshes did run while the stream flowed (about 4 s)
+    assert len(issued) >= 2  # a refresh did run while the stream flowed (about 5 s)
     gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
-    assert max(gaps) < 0.25, f"the stream stalled for {max(gaps):.3f} s"
+    assert max(gaps) < 0.1, f"the stream stalled for {max(gaps):.3f} s"
 
 
 async def test_static_credentials_are_resolved_once(

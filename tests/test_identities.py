@@ -142,6 +142,27 @@ async def test_a_named_profile(
     assert identity.source == "shared-credentials-file"
 
 
+async def test_a_source_profile_role_chain_from_the_config_file(
+    fake: FakeFunctionUrl, sts: FakeSts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The route names only a profile; the AWS config file makes it a role assumed from another.
+    (tmp_path / "aws-credentials").write_text(
+        f"[base]\naws_access_key_id = {AKID}\naws_secret_access_key = {SECRET}\n"
+    )
+    (tmp_path / "aws-config").write_text(
+        f"[profile billing-dev]\nrole_arn = {BILLING}\nsource_profile = base\nregion = us-east-1\n"
+    )
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    async with running_proxy(routes=[route("/b", fake.url, profile="billing-dev")]) as proxy:
+        status, _ = await get(proxy, "/b/x")
+        (identity,) = identities(proxy)
+    assert status == 200
+    assert identity.source == "assume-role"
+    assert [(i.role_arn, i.caller) for i in sts.issued] == [(BILLING, AKID)]
+    assert access_key_of(fake.received[-1].headers) == sts.issued[0].access_key
+
+
 async def test_container_credentials(
     fake: FakeFunctionUrl, container: FakeContainerCredentials
 ) -> None:
