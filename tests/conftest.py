@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import ClientSession, ClientTimeout, DummyCookieJar, web
+from yarl import URL
 
 from proxy.app import create_app
 from proxy.server import start
@@ -177,6 +178,38 @@ def spawn_proxy() -> Iterator[Any]:
         if running.process.poll() is None:
             running.process.kill()
             running.process.wait()
+
+
+@dataclass
+class Stack:
+    port: int
+    fake: FakeFunctionUrl
+
+
+@pytest.fixture
+def threaded_stack(aws_keys: None) -> Iterator[Stack]:
+    """Fake and proxy on an event loop in a thread, for a synchronous client (http.client)."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop = asyncio.Event()
+    box: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with FakeFunctionUrl() as fake:
+            fake.keys[AKID] = KeyRecord(box["secret"])
+            async with running_proxy(routes=[route("/fn", fake.url)]) as proxy:
+                box["stack"] = Stack(URL(proxy.url).port or 0, fake)
+                ready.set()
+                await stop.wait()
+
+    box["secret"] = SECRET
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    yield box["stack"]
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(10)
+    loop.close()
 
 
 PYTHON = sys.executable

@@ -6,9 +6,6 @@ import asyncio
 import hashlib
 import http.client
 import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -17,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from tests.conftest import AKID, RunningProxy, raw_exchange, route, running_proxy
+from tests.conftest import AKID, RunningProxy, Stack, raw_exchange, route, running_proxy
 from tests.fake_function_url import FakeFunctionUrl, KeyRecord
 
 
@@ -288,40 +285,6 @@ def _expected_segments(parts: list[str]) -> list[str]:
             continue
         kept.append(part)
     return kept
-
-
-@dataclass
-class Stack:
-    port: int
-    fake: FakeFunctionUrl
-
-
-@pytest.fixture
-def threaded_stack(aws_keys: None) -> Iterator[Stack]:
-    """Fake and proxy on an event loop in a thread, for a synchronous client (http.client)."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    stop = asyncio.Event()
-    box: dict[str, Any] = {}
-
-    async def main() -> None:
-        async with FakeFunctionUrl() as fake:
-            fake.keys[AKID] = KeyRecord(box["secret"])
-            async with running_proxy(routes=[route("/fn", fake.url)]) as proxy:
-                box["stack"] = Stack(URL(proxy.url).port or 0, fake)
-                ready.set()
-                await stop.wait()
-
-    from tests.conftest import SECRET
-
-    box["secret"] = SECRET
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    yield box["stack"]
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(10)
-    loop.close()
 
 
 @settings(
