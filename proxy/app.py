@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
@@ -199,9 +199,27 @@ async def handle(request: web.Request) -> web.StreamResponse:
             log_access(exchange, time.perf_counter() - started)
 
 
+@web.middleware
+async def unroutable(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Targets that are not paths (`CONNECT host:port`, `OPTIONS *`) never reach `handle`:
+    aiohttp's router refuses them itself. Give them the proxy's error all the same."""
+    try:
+        return await handler(request)
+    except web.HTTPException as refused:
+        return error_response(
+            BadRequest(
+                f"request target {request.raw_path[:100]!r} is not a path ({refused.reason}): "
+                "send origin-form requests such as 'GET /users/42'; this proxy is not a "
+                "forward proxy"
+            )
+        )
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the app; ConfigError if a route cannot be compiled (for instance, no region)."""
-    app = web.Application()
+    app = web.Application(middlewares=[unroutable])
     app[LIVE] = Live(ProxyState.build(settings))
     app.on_response_prepare.append(_cors_headers)
     app.cleanup_ctx.append(_credentials)

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from proxy import __version__
 from proxy.app import LIVE, create_app
+from proxy.protocol import ProxyRunner
 from proxy.reload import Reloader
 from proxy.settings import Settings
 from proxy.state import Live
@@ -112,7 +113,7 @@ async def start(app: web.Application, settings: Settings) -> tuple[web.AppRunner
     """Listen on the configured address; returns the runner and the URL it listens on."""
     # The grace is enforced by drain(); by the time aiohttp's own shutdown runs, only idle
     # keep-alive connections remain.
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
+    runner = ProxyRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()
