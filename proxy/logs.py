@@ -132,7 +132,7 @@ def upstream_hint(status: int, error_type: str | None) -> str | None:
 
 
 # Outcomes that are part of normal operation, logged at INFO.
-ROUTINE_OUTCOMES: Final = frozenset({None, "cors_preflight"})
+ROUTINE_OUTCOMES: Final = frozenset({None, "cors_preflight", "client_disconnected"})
 PREFLIGHT_HINT: Final = (
     "a CORS preflight was forwarded to the function because CORS is off: start the proxy with "
     "--cors-origin <the page's origin> to have it answered here"
