@@ -1,0 +1,146 @@
+"""What each pure-Python step of the proxy's request path costs, one step at a time.
+
+These mirror proxy.app.handle and proxy.upstream.forward for the GET-small scenario (the request
+wrk sends: only a Host header; the answer nginx gives: seven headers). What is not here (the
+aiohttp server and client, the event loop, the socket writes) is seen in the profile instead.
+Keep this in step with proxy/: a step that no longer runs is reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from bench.micro import ACCESS_KEY, SECRET_KEY, per_call_us
+
+
+def _steps(handler: logging.Handler) -> list[tuple[str, Callable[[], object]]]:
+    from proxy.credentials import Identity
+    from proxy.headers import request_headers_to_forward, response_headers_to_return
+    from proxy.logs import log_access
+    from proxy.routing import Router, Upstream
+    from proxy.settings import Route
+    from proxy.signing import EMPTY_SHA256, Credentials, amz_date, sign
+    from proxy.target import split_target
+    from proxy.upstream import Exchange
+
+    upstream = Upstream.from_route(
+        Route(prefix="/", url="http://127.0.0.1:9"), "us-east-1", Identity()
+    )
+    router = Router([upstream])
+    credentials = Credentials(ACCESS_KEY, SECRET_KEY)
+    client_headers = CIMultiDictProxy(CIMultiDict([("Host", "127.0.0.1:8080")]))
+    answer_headers = CIMultiDictProxy(
+        CIMultiDict(
+            [
+                ("Server", "nginx/1.22.1"),
+                ("Date", "Sat, 21 Nov 2026 05:40:55 GMT"),
+                ("Content-Type", "application/json"),
+                ("Content-Length", "112"),
+                ("Connection", "keep-alive"),
+                ("x-amzn-RequestId", "aa516af68d9aed6fde5da642a99c4ec2"),
+                ("X-Amzn-Trace-Id", "bench"),
+            ]
+        )
+    )
+    body_10k = b"x" * 10240
+    now = datetime.now(UTC)
+
+    def signing() -> object:
+        return sign(
+            method="GET",
+            host=upstream.host_header,
+            path=upstream.path_for("/small"),
+            query="",
+            payload_hash=EMPTY_SHA256,
+            credentials=credentials,
+            region=upstream.region,
+            service=upstream.service,
+            now=datetime.now(UTC),
+        )
+
+    def exchange_and_log() -> None:
+        exchange = Exchange("GET", "/small")
+        exchange.path, exchange.route, exchange.status = "/small", "/", 200
+        exchange.request_id = "aa516af68d9aed6fde5da642a99c4ec2"
+        log_access(exchange, 0.0012)
+
+    access = logging.getLogger("proxy.access")
+
+    def logged_on() -> None:
+        access.handlers[:] = [handler]
+        access.propagate = False
+        access.setLevel(logging.INFO)
+
+    def logged_off() -> None:
+        access.setLevel(logging.WARNING)
+
+    return [
+        ("split_target('/small')", lambda: split_target("/small")),
+        ("split_target('/users/42?b=2&a=1')", lambda: split_target("/users/42?b=2&a=1")),
+        ("router.match", lambda: router.match("/small")),
+        ("request_headers_to_forward", lambda: request_headers_to_forward(client_headers)),
+        ("datetime.now(UTC)", lambda: datetime.now(UTC)),
+        ("amz_date (strftime)", lambda: amz_date(now)),
+        ("sign (incl. datetime.now)", signing),
+        ("sha256 of a 10 KiB body", lambda: hashlib.sha256(body_10k).hexdigest()),
+        ("upstream.url_for (yarl URL.build)", lambda: upstream.url_for("/small", "")),
+        ("response_headers_to_return", lambda: response_headers_to_return(answer_headers)),
+        ("Exchange + log_access, log on", _with(logged_on, exchange_and_log)),
+        ("Exchange + log_access, log off", _with(logged_off, exchange_and_log)),
+    ]
+
+
+def _with(setup: Callable[[], None], step: Callable[[], None]) -> Callable[[], object]:
+    """A step that first puts logging in the state it needs (setup runs once, on first call)."""
+    done: list[bool] = []
+
+    def run() -> None:
+        if not done:
+            setup()
+            done.append(True)
+        step()
+
+    return run
+
+
+def steps(workdir: Path, repeat: int, seconds: float = 0.1) -> list[dict[str, Any]]:
+    access = logging.getLogger("proxy.access")
+    saved = (list(access.handlers), access.propagate, access.level)
+    results: list[dict[str, Any]] = []
+    # As the proxy logs by default: the text format, one line a request, to a file.
+    with (workdir / "steps-access.log").open("a") as log_file:
+        handler = logging.StreamHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+        try:
+            _measure(_steps(handler), repeat, seconds, results)
+        except Exception as error:
+            results.append({"step": "(set-up)", "us": None, "error": _why(error)})
+        finally:
+            access.handlers[:], access.propagate = saved[0], saved[1]
+            access.setLevel(saved[2])
+            handler.close()
+    return results
+
+
+def _why(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def _measure(
+    steps: list[tuple[str, Callable[[], object]]],
+    repeat: int,
+    seconds: float,
+    results: list[dict[str, Any]],
+) -> None:
+    for name, step in steps:
+        try:
+            results.append({"step": name, "us": per_call_us(step, repeat, min_seconds=seconds)})
+        except Exception as error:  # a step proxy/ no longer has: say so, go on
+            results.append({"step": name, "us": None, "error": _why(error)})
