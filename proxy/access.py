@@ -29,14 +29,60 @@ class ClientNotAllowed(ProxyError):
     status = 403
 
 
+class HostNotAllowed(ProxyError):
+    code = "host_not_allowed"
+    status = 403
+
+
+def is_loopback(bind: str) -> bool:
+    """Is a listening address (as given to --host) this machine's loopback?"""
+    if bind == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        return False
+
+
+def is_loopback_name(host: str) -> bool:
+    """Is a Host header (name or address, with or without a port) this machine's loopback?"""
+    if host.startswith("["):  # [::1] or [::1]:8080
+        name = host[1 : host.find("]")]
+    else:
+        name = host.rpartition(":")[0] if ":" in host else host
+    name = name.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 class AccessPolicy:
-    def __init__(self, token: SecretStr | None, networks: Sequence[IPvAnyNetwork]) -> None:
+    def __init__(
+        self,
+        token: SecretStr | None,
+        networks: Sequence[IPvAnyNetwork],
+        loopback_only: bool = False,
+    ) -> None:
         self._token = token.get_secret_value().encode() if token else None
         self._networks = tuple(networks)
-        self.restricted = self._token is not None or bool(self._networks)
+        # Bound to loopback, every genuine request is addressed to a loopback name; any other
+        # Host is a page whose name was re-pointed at 127.0.0.1 (DNS rebinding).
+        self._loopback_only = loopback_only
+        self.restricted = self._token is not None or bool(self._networks) or loopback_only
 
     def check(self, request: web.Request) -> None:
         """Raise unless the request may be forwarded."""
+        if self._loopback_only:
+            host = request.headers.get(hdrs.HOST)
+            if host is not None and not is_loopback_name(host):
+                raise HostNotAllowed(
+                    f"requests addressed to {host[:100]!r} are refused: this proxy listens on "
+                    "loopback and answers only localhost, 127.0.0.1 or [::1] (a web page whose "
+                    "name was pointed at 127.0.0.1 must not use your AWS identity)"
+                )
         if self._networks:
             remote = request.remote or ""
             try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import signal
@@ -13,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from proxy import __version__
+from proxy.access import is_loopback
 from proxy.app import LIVE, create_app
 from proxy.protocol import ProxyRunner
 from proxy.reload import Reloader
@@ -20,15 +20,6 @@ from proxy.settings import Settings
 from proxy.state import Live
 
 log = logging.getLogger("proxy")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _announce(app: web.Application, settings: Settings, address: str) -> None:

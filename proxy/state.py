@@ -14,7 +14,7 @@ from typing import Any
 
 import botocore.session
 
-from proxy.access import AccessPolicy
+from proxy.access import AccessPolicy, is_loopback
 from proxy.cors import CorsPolicy
 from proxy.credentials import Identity, IdentitySpec
 from proxy.routing import Router, Upstream
@@ -55,7 +55,11 @@ class ProxyState:
             settings,
             Router(upstreams),
             CorsPolicy(settings.cors_origins),
-            AccessPolicy(settings.access_token, settings.allowed_clients),
+            AccessPolicy(
+                settings.access_token,
+                settings.allowed_clients,
+                loopback_only=is_loopback(settings.host),
+            ),
             identities,
         )
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from yarl import URL
 
 from proxy.settings import ConfigError, load_settings
-from tests.conftest import AKID, SECRET, route, running_proxy, spawn
+from tests.conftest import AKID, SECRET, RunningProxy, route, running_proxy, spawn
 from tests.fake_function_url import FakeFunctionUrl
 
 TOKEN = "s3cr3t-proxy-token"
@@ -99,3 +100,40 @@ async def test_a_restricted_wide_bind_does_not_raise_the_alarm(fake: FakeFunctio
     assert "listening on http://0.0.0.0:" in text
     assert "anyone who can reach this port" not in text
     assert TOKEN not in text
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("localhost:8080", True),
+        ("127.0.0.1", True),
+        ("127.0.0.2:9", True),
+        ("[::1]:8080", True),
+        ("app.localhost:5173", True),
+        ("evil.example:8080", False),  # a name re-pointed at 127.0.0.1: DNS rebinding
+        ("evil.example", False),
+        ("192.168.1.20:8080", False),
+        ("localhost.evil.example", False),
+    ],
+)
+async def test_on_loopback_only_loopback_names_are_answered(
+    proxy: RunningProxy, fake: FakeFunctionUrl, host: str, allowed: bool
+) -> None:
+    # Same-origin GETs after DNS rebinding carry no Origin: the Host is what tells them apart.
+    async with proxy.client.get(proxy.url + "/fn/x", headers={"Host": host}) as response:
+        if allowed:
+            assert response.status == 200
+        else:
+            assert response.status == 403
+            assert response.headers["X-Proxy-Error"] == "host_not_allowed"
+    assert len(fake.received) == (1 if allowed else 0)
+
+
+async def test_a_wide_bind_does_not_check_the_host(fake: FakeFunctionUrl, aws_keys: None) -> None:
+    # In a container the proxy is called by a service name; token and networks guard it there.
+    async with running_proxy(routes=[route("/fn", fake.url)], host="0.0.0.0") as proxy:
+        port = URL(proxy.url).port
+        async with proxy.client.get(
+            f"http://127.0.0.1:{port}/fn/x", headers={"Host": "lambda-url-proxy:8080"}
+        ) as response:
+            assert response.status == 200

@@ -28,7 +28,7 @@ def rss_mib(pid: int) -> float:
 
 async def hang_up_mid_stream(port: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /fn/slow-stream/1000/0.01 HTTP/1.1\r\nHost: x\r\n\r\n")
+    writer.write(b"GET /fn/slow-stream/1000/0.01 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head

@@ -55,7 +55,7 @@ async def test_declared_body_over_the_limit_is_refused_before_reading(
         # Declares 10 MB but sends none of it: an answer proves the body was never awaited.
         head, body = await raw_response(
             port_of(proxy),
-            b"POST /fn/x HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n",
+            b"POST /fn/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10000000\r\n\r\n",
         )
     assert head.startswith(b"HTTP/1.1 413"), head
     assert b"Connection: close" in head
@@ -69,7 +69,7 @@ async def test_expect_100_continue_over_the_limit_gets_413_not_100(
     async with running_proxy(routes=[route("/fn", fake.url)], max_body_size=1000) as proxy:
         head, _ = await raw_response(
             port_of(proxy),
-            b"PUT /fn/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
+            b"PUT /fn/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n"
             b"Expect: 100-continue\r\n\r\n",
         )
     assert head.startswith(b"HTTP/1.1 413"), head

@@ -104,9 +104,9 @@ async def test_pipelined_requests_are_all_answered_in_order(
     assert port is not None
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
-        b"GET /fn/one HTTP/1.1\r\nHost: x\r\n\r\n"
-        b"GET /fn/two HTTP/1.1\r\nHost: x\r\n\r\n"
-        b"GET /fn/three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        b"GET /fn/one HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        b"GET /fn/two HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        b"GET /fn/three HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     await writer.drain()
     data = await asyncio.wait_for(reader.read(), 10)
@@ -121,7 +121,7 @@ async def test_pipelined_requests_are_all_answered_in_order(
 @given(line=st.binary(min_size=1, max_size=200))
 def test_any_bytes_never_crash_the_proxy(line: bytes, threaded_stack: Stack) -> None:
     with socket.create_connection(("127.0.0.1", threaded_stack.port), timeout=5) as sock:
-        sock.sendall(line + b"\r\nHost: x\r\n\r\n")
+        sock.sendall(line + b"\r\nHost: 127.0.0.1\r\n\r\n")
         sock.settimeout(2)
         try:
             answer = sock.recv(65536)

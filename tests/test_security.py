@@ -69,7 +69,7 @@ async def test_requests_cannot_be_steered_to_another_host(
 
 async def test_absolute_form_is_refused_with_a_clear_message(proxy: RunningProxy) -> None:
     head, body = await raw_response(
-        port_of(proxy.url), b"GET http://example.com/fn/x HTTP/1.1\r\nHost: x\r\n\r\n"
+        port_of(proxy.url), b"GET http://example.com/fn/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     )
     assert head.startswith(b"HTTP/1.1 400")
     assert b"not a forward proxy" in body
