@@ -16,7 +16,14 @@ from typing import Final
 
 from aiohttp import ClientSession, hdrs, web
 
-from proxy.errors import ERROR_HEADER, BadRequest, BodyTooLarge, NoRoute, ProxyError
+from proxy.errors import (
+    ERROR_HEADER,
+    BadRequest,
+    BodyTooLarge,
+    NoRoute,
+    ProxyError,
+    RequestTimeout,
+)
 from proxy.logs import log_access
 from proxy.settings import RESERVED_PREFIX, Settings
 from proxy.state import Live, ProxyState, default_aws_setting
@@ -174,7 +181,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
             )
         exchange.route = upstream.prefix
         credentials = await upstream.identity.credentials()  # before reading a body for nothing
-        body = await read_body(request, state.settings.max_body_size)
+        try:
+            async with asyncio.timeout(state.settings.body_timeout):
+                body = await read_body(request, state.settings.max_body_size)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {state.settings.body_timeout:g} s"
+            ) from None
         return await forward(
             request, app[SESSION], upstream, credentials, path, query, body, exchange
         )

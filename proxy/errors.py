@@ -4,6 +4,8 @@ ProxyError                      every error the proxy answers itself
 ├── NoRoute                     404 no_route
 ├── BadRequest                  400 bad_request
 ├── BodyTooLarge                413 body_too_large
+├── RequestTimeout              408 request_timeout
+├── TooManyConnections          503 too_many_connections
 ├── UpstreamUnreachable         502 upstream_unreachable
 ├── UpstreamTimeout             504 upstream_timeout
 └── CredentialsUnavailable      503 credentials_unavailable
@@ -54,6 +56,16 @@ class UpstreamUnreachable(ProxyError):
 class UpstreamTimeout(ProxyError):
     code = "upstream_timeout"
     status = 504
+
+
+class RequestTimeout(ProxyError):
+    code = "request_timeout"
+    status = 408
+
+
+class TooManyConnections(ProxyError):
+    code = "too_many_connections"
+    status = 503
 
 
 class CredentialsUnavailable(ProxyError):

@@ -3,15 +3,38 @@ HTTP parser refuses (malformed request lines, headers, bodies) instead of a plai
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any, cast
+
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from proxy.errors import ERROR_HEADER, BadRequest, ProxyError
+from proxy.errors import ERROR_HEADER, BadRequest, ProxyError, TooManyConnections
 
 
 class JsonErrorRequestHandler(RequestHandler):
     __slots__ = ()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        server = self._manager
+        cap = getattr(server, "max_connections", None)
+        if cap is not None and server is not None and len(server.connections) > cap:
+            # Refused before reading a byte: a clear answer beats falling over.
+            error = TooManyConnections(
+                f"the proxy is serving its maximum of {cap} connections; retry shortly, or "
+                "raise max_connections"
+            )
+            body = error.body()
+            cast(asyncio.Transport, transport).write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                + f"{ERROR_HEADER}: {error.code}\r\nContent-Length: {len(body)}\r\n".encode()
+                + b"Connection: close\r\n\r\n"
+                + body
+            )
+            self.force_close()
+            transport.close()
 
     def handle_error(
         self,
@@ -44,10 +67,16 @@ class JsonErrorServer(web.Server):
 
 
 class ProxyRunner(web.AppRunner):
-    """An AppRunner whose connections answer parser failures with the proxy's JSON."""
+    """An AppRunner whose connections answer parser failures with the proxy's JSON, and that
+    refuses connections beyond `max_connections` with a 503."""
+
+    def __init__(self, app: web.Application, *, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.max_connections = max_connections
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         # Same state, one method different: a subclass that adds no attributes.
         server.__class__ = JsonErrorServer
+        server.max_connections = self.max_connections  # type: ignore[attr-defined]
         return server

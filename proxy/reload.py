@@ -18,7 +18,16 @@ from proxy.state import Live, ProxyState
 log = logging.getLogger("proxy.reload")
 
 POLL_SECONDS: Final = 1.0
-NEEDS_RESTART: Final = ("host", "port", "log_format", "log_level", "ca_bundle")
+NEEDS_RESTART: Final = (
+    "host",
+    "port",
+    "log_format",
+    "log_level",
+    "ca_bundle",
+    "idle_timeout",
+    "max_connections",
+    "shutdown_grace",
+)
 
 
 class Reloader:

@@ -104,7 +104,14 @@ async def start(app: web.Application, settings: Settings) -> tuple[web.AppRunner
     """Listen on the configured address; returns the runner and the URL it listens on."""
     # The grace is enforced by drain(); by the time aiohttp's own shutdown runs, only idle
     # keep-alive connections remain.
-    runner = ProxyRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
+    runner = ProxyRunner(
+        app,
+        max_connections=settings.max_connections,
+        keepalive_timeout=settings.idle_timeout,  # aiohttp closes a connection still waiting
+        access_log=None,  # for a complete request at this deadline: the header timeout too
+        handler_cancellation=True,
+        shutdown_timeout=1.0,
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()

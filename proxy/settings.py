@@ -220,6 +220,17 @@ class Settings(BaseSettings, IdentityOptions):
         description="client networks allowed to use the proxy, e.g. 172.16.0.0/12 "
         "(default: any that can reach the port)",
     )
+    idle_timeout: float = Field(
+        15.0,
+        gt=0,
+        description="seconds a connection may sit idle, or take to send a request's headers",
+    )
+    body_timeout: float = Field(
+        30.0, gt=0, description="seconds a client may take to send a request body"
+    )
+    max_connections: int = Field(
+        1024, ge=1, description="concurrent client connections; more are answered 503"
+    )
     shutdown_grace: float = Field(
         SHUTDOWN_GRACE,
         ge=0,
