@@ -8,6 +8,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from aiohttp import ClientPayloadError
 
 from proxy.logs import upstream_hint
 from tests.conftest import AKID, SECRET, route, running_proxy
@@ -112,3 +113,37 @@ async def test_429_reaches_the_client_unchanged(
             assert "X-Proxy-Error" not in response.headers
     line = [r for r in caplog.records if r.name == "proxy.access"][-1]
     assert line.levelname == "WARNING" and "throttled" in line.getMessage()
+
+
+def test_a_dns_failure_is_explained() -> None:
+    # A real lookup would leave loopback; aiohttp's own error type takes the same path.
+    from aiohttp import ClientConnectorDNSError
+    from aiohttp.client_reqrep import ConnectionKey
+
+    from proxy.credentials import Identity
+    from proxy.routing import Upstream
+    from proxy.settings import Route
+    from proxy.upstream import _unreachable
+
+    upstream = Upstream.from_route(
+        Route(prefix="/fn", url="https://nope.lambda-url.us-east-1.on.aws"), None, Identity()
+    )
+    key = ConnectionKey("nope.lambda-url.us-east-1.on.aws", 443, True, True, None, None, None)
+    error = ClientConnectorDNSError(key, OSError(-2, "Name or service not known"))
+    refusal = _unreachable(upstream, error)
+    assert refusal.status == 502
+    assert "https://nope.lambda-url.us-east-1.on.aws is unreachable" in refusal.message
+    assert "Name or service not known" in refusal.message
+
+
+async def test_a_timeout_mid_body_cuts_the_client_response(
+    fake: FakeFunctionUrl, aws_keys: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="proxy.access")
+    async with running_proxy(routes=[route("/fn", fake.url, timeout=1.0)]) as proxy:
+        async with proxy.client.get(proxy.url + "/fn/stream/100/50?delay=0.1") as response:
+            assert response.status == 200  # the headers came in time...
+            with pytest.raises(ClientPayloadError):  # ...the whole body did not
+                await response.read()
+    line = [r for r in caplog.records if r.name == "proxy.access"][-1]
+    assert "upstream_failed_mid_body: TimeoutError" in line.getMessage()
