@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -98,7 +99,7 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
 
 
 def health(request: web.Request) -> web.Response:
-    return json_response(200, {"status": "ok"})
+    return json_response(200, {"status": "ok", "pid": os.getpid()})
 
 
 def ready(request: web.Request) -> web.Response:

@@ -145,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from proxy.server import serve  # after logging is set: importing aiohttp is the slow part
 
     try:
+        if settings.workers > 1:
+            from proxy.workers import supervise
+
+            sys.exit(supervise(settings, flags, config_file))
         _run(serve(settings, lambda: load_settings(flags, config_file=config_file), config_file))
     except ConfigError as error:
         _fail(str(error), settings.log_format == "json")

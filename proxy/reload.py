@@ -27,6 +27,7 @@ NEEDS_RESTART: Final = (
     "idle_timeout",
     "max_connections",
     "shutdown_grace",
+    "workers",
 )
 
 

@@ -100,7 +100,9 @@ async def drain(runner: web.AppRunner, live: Live, grace: float) -> None:
         await asyncio.wait(pending, timeout=1.0)
 
 
-async def start(app: web.Application, settings: Settings) -> tuple[web.AppRunner, str]:
+async def start(
+    app: web.Application, settings: Settings, reuse_port: bool = False
+) -> tuple[web.AppRunner, str]:
     """Listen on the configured address; returns the runner and the URL it listens on."""
     # The grace is enforced by drain(); by the time aiohttp's own shutdown runs, only idle
     # keep-alive connections remain.
@@ -114,7 +116,7 @@ async def start(app: web.Application, settings: Settings) -> tuple[web.AppRunner
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port).start()
     except BaseException:
         await runner.cleanup()
         raise
@@ -126,10 +128,14 @@ async def serve(
     settings: Settings,
     load: Callable[[], Settings] | None = None,
     config_file: Path | None = None,
+    reuse_port: bool = False,
+    announce: bool = True,
+    listening: Callable[[], object] | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM. With `load`, SIGHUP and edits of `config_file` reload."""
+    """Serve until SIGINT or SIGTERM. With `load`, SIGHUP and edits of `config_file` reload.
+    With `reuse_port`, other processes may serve the same port (--workers)."""
     app = create_app(settings)
-    runner, address = await start(app, settings)
+    runner, address = await start(app, settings, reuse_port)
     watching: asyncio.Task[None] | None = None
     try:
         stop = asyncio.Event()
@@ -141,7 +147,10 @@ async def serve(
             loop.add_signal_handler(signal.SIGHUP, reloader.reload, "SIGHUP")
             if config_file is not None:
                 watching = asyncio.create_task(reloader.watch())
-        _announce(app, settings, address)  # after the handlers: a script may signal at once
+        if listening is not None:  # blocking (another process's news): off the event loop
+            await asyncio.to_thread(listening)
+        if announce:  # after the handlers: a script may signal at once
+            _announce(app, settings, address)
         await stop.wait()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, _exit_now, signum)

@@ -220,6 +220,9 @@ class Settings(BaseSettings, IdentityOptions):
         description="client networks allowed to use the proxy, e.g. 172.16.0.0/12 "
         "(default: any that can reach the port)",
     )
+    workers: int = Field(
+        1, ge=1, le=64, description="server processes sharing the port (SO_REUSEPORT)"
+    )
     idle_timeout: float = Field(
         15.0,
         gt=0,
