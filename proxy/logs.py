@@ -100,6 +100,12 @@ def use_colour(stream: Any) -> bool:
 
 
 def configure(log_format: str, level: str) -> None:
+    # The logging HOWTO's "Optimization" switches: no thread, process or caller look-up for
+    # every record; the proxy's lines use none of them. bench/README.md: -12 to -15 us/request.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(MalformedRequestFilter())
     if log_format == "json":
