@@ -14,24 +14,9 @@ from typing import Final
 from aiohttp import hdrs, web
 from pydantic import IPvAnyNetwork, SecretStr
 
-from proxy.errors import ProxyError
+from proxy.errors import ClientNotAllowed, HostNotAllowed, Unauthorized
 
 TOKEN_HEADER: Final = "X-Proxy-Token"  # noqa: S105 - a header name, not a secret
-
-
-class Unauthorized(ProxyError):
-    code = "unauthorized"
-    status = 401
-
-
-class ClientNotAllowed(ProxyError):
-    code = "client_not_allowed"
-    status = 403
-
-
-class HostNotAllowed(ProxyError):
-    code = "host_not_allowed"
-    status = 403
 
 
 def is_loopback(bind: str) -> bool:

@@ -34,8 +34,9 @@ from proxy.upstream import Exchange, create_session, forward
 LIVE: Final = web.AppKey("live", Live)
 SESSION: Final = web.AppKey("session", ClientSession)
 
-# Lambda rejects request payloads over 6 MB; the default limit says so before AWS does.
+# How long start-up waits for credentials before listening anyway (requests then wait for them).
 FIRST_RESOLUTION_WAIT: Final = 5.0
+# Lambda rejects request payloads over 6 MB; the default limit says so before AWS does.
 LIMIT_HINT: Final = "raise max_body_size to change it (Lambda itself refuses more than 6 MB)"
 
 

@@ -14,7 +14,7 @@ from typing import Final
 
 from aiohttp import hdrs, web
 
-from proxy.errors import ProxyError
+from proxy.errors import OriginNotAllowed
 
 # "*" in cors_origins: any origin on this machine, whatever the port.
 LOOPBACK_ORIGIN: Final = re.compile(
@@ -34,11 +34,6 @@ SAFELISTED: Final = frozenset(
         "pragma",
     }
 )
-
-
-class OriginNotAllowed(ProxyError):
-    code = "origin_not_allowed"
-    status = 403
 
 
 def is_loopback_origin(origin: str) -> bool:

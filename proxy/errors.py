@@ -3,6 +3,10 @@
 ProxyError                      every error the proxy answers itself
 ├── NoRoute                     404 no_route
 ├── BadRequest                  400 bad_request
+├── Unauthorized                401 unauthorized            (access_token)
+├── ClientNotAllowed            403 client_not_allowed      (allowed_clients)
+├── HostNotAllowed              403 host_not_allowed        (DNS rebinding, loopback binds)
+├── OriginNotAllowed            403 origin_not_allowed      (remote pages, CORS)
 ├── BodyTooLarge                413 body_too_large
 ├── RequestTimeout              408 request_timeout
 ├── TooManyConnections          503 too_many_connections
@@ -41,6 +45,26 @@ class NoRoute(ProxyError):
 class BadRequest(ProxyError):
     code = "bad_request"
     status = 400
+
+
+class Unauthorized(ProxyError):
+    code = "unauthorized"
+    status = 401
+
+
+class ClientNotAllowed(ProxyError):
+    code = "client_not_allowed"
+    status = 403
+
+
+class HostNotAllowed(ProxyError):
+    code = "host_not_allowed"
+    status = 403
+
+
+class OriginNotAllowed(ProxyError):
+    code = "origin_not_allowed"
+    status = 403
 
 
 class BodyTooLarge(ProxyError):

@@ -73,12 +73,13 @@ class Upstream:
             path = path[len(self.prefix) :]
         return self.base_path + path or "/"
 
-    def url_for(self, path: str, query: str) -> URL:
+    def url_for(self, upstream_path: str, query: str) -> URL:
+        """The URL to send, for a path already mapped by path_for()."""
         return URL.build(
             scheme=self.scheme,
             host=self.host,
             port=self.port,
-            path=self.path_for(path),
+            path=upstream_path,
             query_string=query,
             encoded=True,
         )

@@ -105,7 +105,7 @@ async def forward(
     forwarded[hdrs.HOST] = upstream.host_header
     upstream_path = upstream.path_for(path)
     payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
-    url = upstream.url_for(path, query)
+    url = upstream.url_for(upstream_path, query)
     attempts = 2 if request.method in IDEMPOTENT else 1
     for attempt in range(1, attempts + 1):
         headers = forwarded.copy()
