@@ -45,7 +45,7 @@ STEPS: Final = (
     ("routing", ("Router.match (",)),
     ("request header filter", ("request_headers_to_forward (",)),
     ("response header filter", ("response_headers_to_return (",)),
-    ("upstream URL building (yarl)", ("Upstream.url_for (",)),
+    ("request head (format, encode)", ("_request_head (",)),
     ("CORS origin check", ("check_origin (", "is_preflight (")),
     ("body read + hash", ("read_body (", "sha256")),
     (
@@ -53,8 +53,16 @@ STEPS: Final = (
         ("ResponseHandler.data_received (", "ClientResponse.start (", "ClientResponse.__aexit__ ("),
     ),
     (
-        "aiohttp client: building + sending the request",
-        ("ClientSession._request (", "ClientRequest.", "TCPConnector.", "BaseConnector."),
+        "aiohttp client: pooled connection, sending the request",
+        (
+            "ClientSession._request (",
+            "ClientRequest.",
+            "TCPConnector.",
+            "BaseConnector.",
+            "UpstreamClient.",
+            "Connection.",
+            "_send (upstream.py",
+        ),
     ),
     (
         "aiohttp server: response headers (prepare)",

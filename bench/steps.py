@@ -28,7 +28,7 @@ def _steps(handler: logging.Handler) -> list[tuple[str, Callable[[], object]]]:
     from proxy.settings import Route
     from proxy.signing import EMPTY_SHA256, Credentials, amz_date, sign
     from proxy.target import split_target
-    from proxy.upstream import Exchange
+    from proxy.upstream import Exchange, _request_head
 
     upstream = Upstream.from_route(
         Route(prefix="/", url="http://127.0.0.1:9"), "us-east-1", Identity()
@@ -51,6 +51,7 @@ def _steps(handler: logging.Handler) -> list[tuple[str, Callable[[], object]]]:
     )
     body_10k = b"x" * 10240
     now = datetime.now(UTC)
+    signed_lines = "x-amz-date: 20261121T054055Z\r\nAuthorization: AWS4-HMAC-SHA256 ...\r\n"
 
     def signing() -> object:
         return sign(
@@ -90,7 +91,10 @@ def _steps(handler: logging.Handler) -> list[tuple[str, Callable[[], object]]]:
         ("amz_date (strftime)", lambda: amz_date(now)),
         ("sign (incl. datetime.now)", signing),
         ("sha256 of a 10 KiB body", lambda: hashlib.sha256(body_10k).hexdigest()),
-        ("upstream.url_for (yarl URL.build)", lambda: upstream.url_for("/small", "")),
+        (
+            "request head (format + encode)",
+            lambda: _request_head("GET", "/small", upstream, "", "", signed_lines),
+        ),
         ("response_headers_to_return", lambda: response_headers_to_return(answer_headers)),
         ("Exchange + log_access, log on", _with(logged_on, exchange_and_log)),
         ("Exchange + log_access, log off", _with(logged_off, exchange_and_log)),

@@ -1,4 +1,4 @@
-"""create_app(settings): the route table, credentials, the upstream session and the one handler.
+"""create_app(settings): the route table, credentials, the upstream client and the one handler.
 
 Every request goes through `handle`, which is also the one edge where the proxy's own errors
 become JSON and where the access log line is written.
@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
-from aiohttp import ClientSession, hdrs, web
+from aiohttp import hdrs, web
 
 from proxy.errors import (
     ERROR_HEADER,
@@ -29,10 +29,10 @@ from proxy.logs import log_access
 from proxy.settings import RESERVED_PREFIX, Settings
 from proxy.state import Live, ProxyState, default_aws_setting
 from proxy.target import split_target
-from proxy.upstream import Exchange, create_session, forward
+from proxy.upstream import Exchange, UpstreamClient, forward
 
 LIVE: Final = web.AppKey("live", Live)
-SESSION: Final = web.AppKey("session", ClientSession)
+CLIENT: Final = web.AppKey("client", UpstreamClient)
 
 # How long start-up waits for credentials before listening anyway (requests then wait for them).
 FIRST_RESOLUTION_WAIT: Final = 5.0
@@ -191,7 +191,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
                 f"the request body did not arrive within {state.settings.body_timeout:g} s"
             ) from None
         return await forward(
-            request, app[SESSION], upstream, credentials, path, query, body, exchange
+            request, app[CLIENT], upstream, credentials, path, query, body, exchange
         )
     except ProxyError as error:
         exchange.status = error.status
@@ -238,7 +238,7 @@ def create_app(settings: Settings) -> web.Application:
     app[LIVE] = Live(ProxyState.build(settings))
     app.on_response_prepare.append(_cors_headers)
     app.cleanup_ctx.append(_credentials)
-    app.cleanup_ctx.append(_upstream_session)
+    app.cleanup_ctx.append(_upstream_client)
     # [\s\S]: the router matches the decoded path, which may hold a newline (%0A).
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle, expect_handler=expect_continue)
     return app
@@ -250,14 +250,14 @@ async def _cors_headers(request: web.Request, response: web.StreamResponse) -> N
         await cors.on_response_prepare(request, response)
 
 
-async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
+async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
     settings = app[LIVE].state.settings
     ca_bundle = settings.ca_bundle
     if ca_bundle is None and (configured := default_aws_setting("ca_bundle")):
         ca_bundle = Path(configured)
-    app[SESSION] = session = create_session(ca_bundle)
+    app[CLIENT] = client = UpstreamClient(ca_bundle)
     yield
-    await session.close()
+    await client.close()
 
 
 async def _credentials(app: web.Application) -> AsyncIterator[None]:

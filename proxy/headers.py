@@ -59,9 +59,23 @@ def _kept(
     return kept
 
 
-def request_headers_to_forward(headers: MultiMapping[str]) -> CIMultiDict[str]:
-    """The client's headers that may go upstream, every repeated value kept, in order."""
-    return _kept(headers, DROPPED_REQUEST, DROPPED_REQUEST_PREFIXES)
+def request_headers_to_forward(headers: MultiMapping[str]) -> str:
+    """The client's headers that may go upstream as HTTP/1.1 header lines, ready to write:
+    every repeated value kept, in order."""
+    dropped = DROPPED_REQUEST
+    if named := headers.getall(hdrs.CONNECTION, ()):
+        dropped = dropped | {token.strip().lower() for value in named for token in value.split(",")}
+    lines = [
+        f"{name}: {value}\r\n"
+        for name, value in headers.items()
+        if (lower := name.lower()) not in dropped and not lower.startswith(DROPPED_REQUEST_PREFIXES)
+    ]
+    block = "".join(lines)
+    # aiohttp's parser never yields a CR or LF inside a name or value; if one ever did, it
+    # could smuggle a header into the signed request. One count over the block checks them all.
+    if block.count("\n") != len(lines) or block.count("\r") != len(lines):
+        raise ValueError("a request header holds a CR or LF")
+    return block
 
 
 def response_headers_to_return(headers: MultiMapping[str]) -> CIMultiDict[str]:

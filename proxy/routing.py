@@ -34,6 +34,10 @@ class Upstream:
     # environment and ~/.netrc on every request, which halved throughput.
     proxy: URL | None = None
     proxy_auth: BasicAuth | None = None
+    # What the request line and head need to differ by when a plain-http upstream is reached
+    # through an HTTP proxy: the absolute URL as target, and the proxy's credentials.
+    target_prefix: str = ""
+    proxy_authorization: str | None = None
 
     @classmethod
     def from_route(cls, route: Route, default_region: str | None, identity: Identity) -> Upstream:
@@ -50,6 +54,8 @@ class Upstream:
         except LookupError:
             proxy, proxy_auth = None, None
         assert url.raw_host is not None  # Route validated the url
+        host_header = url.host_port_subcomponent or url.raw_host
+        through_http_proxy = proxy is not None and url.scheme == "http"
         return cls(
             prefix=route.prefix,
             url=route.url,
@@ -57,7 +63,7 @@ class Upstream:
             scheme=url.scheme,
             host=url.raw_host,
             port=url.explicit_port,
-            host_header=url.host_port_subcomponent or url.raw_host,
+            host_header=host_header,
             base_path=base_path,
             region=region,
             service=route.service,
@@ -65,6 +71,8 @@ class Upstream:
             identity=identity,
             proxy=proxy,
             proxy_auth=proxy_auth,
+            target_prefix=f"http://{host_header}" if through_http_proxy else "",
+            proxy_authorization=proxy_auth.encode() if proxy_auth and through_http_proxy else None,
         )
 
     def path_for(self, path: str) -> str:
@@ -72,17 +80,6 @@ class Upstream:
         if self.strip_prefix and self.prefix != "/":
             path = path[len(self.prefix) :]
         return self.base_path + path or "/"
-
-    def url_for(self, upstream_path: str, query: str) -> URL:
-        """The URL to send, for a path already mapped by path_for()."""
-        return URL.build(
-            scheme=self.scheme,
-            host=self.host,
-            port=self.port,
-            path=upstream_path,
-            query_string=query,
-            encoded=True,
-        )
 
 
 class Router:

@@ -1,4 +1,12 @@
-"""The pooled upstream ClientSession and the streaming forward of one signed request."""
+"""The upstream client: aiohttp's connection pool and response parser, and the streaming forward
+of one signed request.
+
+aiohttp's `ClientSession.request` costs about 70 us of CPU per request (request and response
+objects, timers, cookie filtering, trace hooks: bench/README.md), more than the rest of the proxy
+together. The proxy needs none of that: it writes the request head it has just signed itself and
+reads the answer with aiohttp's own client protocol, from connections that aiohttp's
+`TCPConnector` pools, resolves, verifies (TLS) and tunnels (HTTPS_PROXY) as it always does.
+"""
 
 from __future__ import annotations
 
@@ -14,50 +22,68 @@ from aiohttp import (
     ClientConnectorCertificateError,
     ClientConnectorError,
     ClientError,
-    ClientResponse,
-    ClientSession,
+    ClientRequest,
     ClientSSLError,
-    DummyCookieJar,
+    ClientTimeout,
     TCPConnector,
-    hdrs,
     web,
 )
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.connector import Connection
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import RawResponseMessage
+from aiohttp.streams import EofStream, StreamReader
+from yarl import URL
 
-from proxy.errors import UpstreamTimeout, UpstreamUnreachable
+from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
 from proxy.headers import request_headers_to_forward, response_headers_to_return
 from proxy.routing import Upstream
 from proxy.signing import EMPTY_SHA256, AmzClock, Credentials, sign
 
 log = logging.getLogger(__name__)
 
-# Headers aiohttp would invent when the client sent none: an Accept-Encoding the client never
-# asked for would make the function compress a body the client cannot read.
 # Methods that are safe to send twice (RFC 9110 section 9.2.2); only ever retried when the
 # first connection could not be made at all.
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# Methods that announce an empty body with `Content-Length: 0`, as aiohttp's client does.
+BODILESS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 RETRY_DELAY: Final = 0.2
 AMZ_CLOCK: Final = AmzClock()
+# Large enough that a streamed MiB is a few reads, small enough to stay out of the way of RSS.
+READ_BUFSIZE: Final = 1 << 16
+# Above this, a body is written after the head rather than joined to it.
+COPY_LIMIT: Final = 1 << 14
+NO_TIMEOUT: Final = ClientTimeout()  # the route's timeout covers connecting: forward() sets it
 
-SKIP_AUTO_HEADERS: Final = (hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.USER_AGENT, hdrs.CONTENT_TYPE)
 
+class UpstreamClient:
+    """One for the app's life: pooled keep-alive connections, verified TLS, bytes passed through
+    as they are (no decompression, no cookies, no redirects, no invented headers)."""
 
-def create_session(ca_bundle: Path | None) -> ClientSession:
-    """One session for the app's life: pooled keep-alive connections, verified TLS, no cookies
-    shared between clients, bytes passed through as they are."""
-    ssl_context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
-    connector = TCPConnector(ssl=ssl_context, limit=0, keepalive_timeout=30)
-    session = ClientSession(
-        connector=connector,
-        trust_env=False,  # HTTPS_PROXY etc. are resolved once per route: Upstream.proxy
-        auto_decompress=False,
-        cookie_jar=DummyCookieJar(),
-        skip_auto_headers=SKIP_AUTO_HEADERS,
-    )
-    # aiohttp resends an idempotent request once if the connection drops after it was sent;
-    # a function could then run twice. forward() retries only connections never made. The
-    # pool's keep-alive (30 s) stays below AWS's idle timeout, so stale reuse stays rare.
-    session._retry_connection = False
-    return session
+    def __init__(self, ca_bundle: Path | None) -> None:
+        ssl_context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+        # The pool's keep-alive (30 s) stays below AWS's idle timeout, so stale reuse is rare.
+        self.connector = TCPConnector(ssl=ssl_context, limit=0, keepalive_timeout=30)
+        # One template request per origin and proxy: all the connector reads from it is which
+        # connection to give (host, port, TLS, proxy), so it is built once, not per request.
+        self._templates: dict[tuple[str, str, int | None, URL | None], ClientRequest] = {}
+
+    async def connect(self, upstream: Upstream) -> Connection:
+        key = (upstream.scheme, upstream.host, upstream.port, upstream.proxy)
+        template = self._templates.get(key)
+        if template is None:
+            template = ClientRequest(
+                "GET",
+                URL(upstream.url),
+                loop=asyncio.get_running_loop(),
+                proxy=upstream.proxy,
+                proxy_auth=upstream.proxy_auth,
+            )
+            self._templates[key] = template
+        return await self.connector.connect(template, [], NO_TIMEOUT)
+
+    async def close(self) -> None:
+        await self.connector.close()
 
 
 @dataclass(slots=True)
@@ -75,7 +101,17 @@ class Exchange:
     detail: str | None = None  # what the proxy told the client, for its own 5xx errors
 
 
-def _unreachable(upstream: Upstream, error: ClientError) -> UpstreamUnreachable:
+class _HeadersWithFirstChunk(web.StreamResponse):
+    """The response head can go out in the same write as the first part of the body (or the
+    end): one syscall fewer per request, as aiohttp's own `web.Response` does (see _stream).
+    Private aiohttp API, guarded by tests/test_upstream_client.py."""
+
+    _send_headers_immediately = False
+
+
+def _unreachable(
+    upstream: Upstream, error: ClientError | HttpProcessingError | ConnectionError
+) -> UpstreamUnreachable:
     if isinstance(error, ClientConnectorCertificateError | ClientSSLError):
         reason = (
             f"TLS verification failed ({error}); if the endpoint uses a private CA, "
@@ -83,6 +119,8 @@ def _unreachable(upstream: Upstream, error: ClientError) -> UpstreamUnreachable:
         )
     elif isinstance(error, ClientConnectorError):
         reason = f"cannot connect ({error.os_error.strerror or error.os_error})"
+    elif isinstance(error, HttpProcessingError):
+        reason = f"it sent a malformed HTTP response ({' '.join(error.message.split())[:200]})"
     else:
         reason = f"{type(error).__name__}: {error}"
     return UpstreamUnreachable(
@@ -90,9 +128,58 @@ def _unreachable(upstream: Upstream, error: ClientError) -> UpstreamUnreachable:
     )
 
 
+def _timed_out(upstream: Upstream) -> UpstreamTimeout:
+    return UpstreamTimeout(
+        f"route {upstream.prefix!r}: {upstream.url} did not answer within "
+        f"{upstream.timeout.total:g} s; raise the route's timeout if the function needs longer"
+    )
+
+
+async def _send(
+    client: UpstreamClient, upstream: Upstream, method: str, head: bytes, body: bytes
+) -> tuple[Connection, RawResponseMessage, StreamReader]:
+    """Write the request on a pooled connection and read the response head."""
+    connection = await client.connect(upstream)
+    try:
+        protocol = connection.protocol
+        transport = connection.transport
+        assert isinstance(protocol, ResponseHandler)
+        assert transport is not None
+        protocol.set_response_params(
+            skip_payload=method == "HEAD",
+            read_until_eof=True,  # a body framed by the connection's end, as HTTP/1.0 may
+            auto_decompress=False,
+            read_bufsize=READ_BUFSIZE,
+        )
+        if len(body) > COPY_LIMIT:
+            transport.writelines((head, body))  # no copy of a large body
+        else:
+            transport.write(head + body)
+        while True:
+            try:
+                message, payload = await protocol.read()
+            except EofStream:
+                raise ConnectionResetError("the upstream closed the connection") from None
+            # 1xx are interim answers (101 is never asked for: no Upgrade is forwarded).
+            if not 100 <= message.code < 200:
+                return connection, message, payload
+    except BaseException:
+        connection.close()
+        raise
+
+
+def _request_head(
+    method: str, target: str, upstream: Upstream, forwarded: str, framing: str, signed: str
+) -> bytes:
+    return (
+        f"{method} {target} HTTP/1.1\r\nHost: {upstream.host_header}\r\n{forwarded}{signed}"
+        f"{framing}\r\n"
+    ).encode("utf-8", "surrogateescape")  # the client's bytes, as they came
+
+
 async def forward(
     request: web.Request,
-    session: ClientSession,
+    client: UpstreamClient,
     upstream: Upstream,
     credentials: Credentials,
     path: str,
@@ -101,105 +188,129 @@ async def forward(
     exchange: Exchange,
 ) -> web.StreamResponse:
     """Sign and send the request, then stream the answer back chunk by chunk as it arrives."""
-    forwarded = request_headers_to_forward(request.headers)
-    forwarded[hdrs.HOST] = upstream.host_header
+    method = request.method
+    try:
+        forwarded = request_headers_to_forward(request.headers)
+    except ValueError as error:  # never from aiohttp's parser: see request_headers_to_forward
+        raise BadRequest(f"refused to forward the request: {error}") from None
     upstream_path = upstream.path_for(path)
     payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
-    url = upstream.url_for(upstream_path, query)
-    attempts = 2 if request.method in IDEMPOTENT else 1
-    for attempt in range(1, attempts + 1):
-        headers = forwarded.copy()
-        # Signed per attempt: a request must reach AWS within 5 minutes of its x-amz-date.
-        headers.extend(
-            sign(
-                method=request.method,
-                host=upstream.host_header,
-                path=upstream_path,
-                query=query,
-                payload_hash=payload_hash,
-                credentials=credentials,
-                region=upstream.region,
-                service=upstream.service,
-                now=AMZ_CLOCK(),
-            )
-        )
-        try:
-            answer = await session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-                timeout=upstream.timeout,
-                proxy=upstream.proxy,
-                proxy_auth=upstream.proxy_auth,
-            )
-            break
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"route {upstream.prefix!r}: {upstream.url} did not answer within "
-                f"{upstream.timeout.total:g} s; raise the route's timeout if the function needs "
-                "longer"
-            ) from None
-        except ClientConnectorError as error:
-            # The connection was never made, so no byte went out: safe to try once more.
-            if attempt == attempts or isinstance(error, ClientSSLError):
-                raise _unreachable(upstream, error) from None
-            log.warning(
-                "%s %s: connecting to %s failed (%s); retrying once",
-                request.method,
-                path,
-                upstream.url,
-                error.os_error.strerror or error.os_error,
-            )
-            await asyncio.sleep(RETRY_DELAY)
-        except ClientError as error:  # bytes may have gone out: never retried
-            raise _unreachable(upstream, error) from None
+    target = upstream.target_prefix + (f"{upstream_path}?{query}" if query else upstream_path)
+    framing = f"Content-Length: {len(body)}\r\n" if body or method not in BODILESS else ""
+    if upstream.proxy_authorization:
+        framing += f"Proxy-Authorization: {upstream.proxy_authorization}\r\n"
+    attempts = 2 if method in IDEMPOTENT else 1
+    response: web.StreamResponse | None = None
+    try:
+        async with asyncio.timeout(upstream.timeout.total):
+            for attempt in range(1, attempts + 1):
+                # Signed per attempt: a request must reach AWS within 5 minutes of its x-amz-date.
+                signed = sign(
+                    method=method,
+                    host=upstream.host_header,
+                    path=upstream_path,
+                    query=query,
+                    payload_hash=payload_hash,
+                    credentials=credentials,
+                    region=upstream.region,
+                    service=upstream.service,
+                    now=AMZ_CLOCK(),
+                )
+                head = _request_head(
+                    method,
+                    target,
+                    upstream,
+                    forwarded,
+                    framing,
+                    "".join(f"{name}: {value}\r\n" for name, value in signed),
+                )
+                try:
+                    connection, message, payload = await _send(client, upstream, method, head, body)
+                    break
+                except ClientConnectorError as error:
+                    # The connection was never made, so no byte went out: safe to try again.
+                    if attempt == attempts or isinstance(error, ClientSSLError):
+                        raise _unreachable(upstream, error) from None
+                    log.warning(
+                        "%s %s: connecting to %s failed (%s); retrying once",
+                        method,
+                        path,
+                        upstream.url,
+                        error.os_error.strerror or error.os_error,
+                    )
+                    await asyncio.sleep(RETRY_DELAY)
+                except (ClientError, HttpProcessingError, ConnectionError) as error:
+                    raise _unreachable(upstream, error) from None  # bytes may have gone out
 
-    async with answer:
-        exchange.status = answer.status
-        exchange.request_id = answer.headers.get("x-amzn-RequestId")
-        exchange.error_type = answer.headers.get("x-amzn-ErrorType")
-        response = web.StreamResponse(
-            status=answer.status,
-            reason=answer.reason,
-            headers=response_headers_to_return(answer.headers),
-        )
-        completed = False
-        try:
-            await response.prepare(request)
-            await _stream(request, answer, response, exchange)
-            completed = exchange.outcome is None
-        finally:
-            if not completed:
-                # Client gone, upstream broken, or this task cancelled: drop the upstream
-                # connection now rather than drain it back into the pool.
-                answer.close()
+            headers = message.headers
+            exchange.status = message.code
+            exchange.request_id = headers.get("x-amzn-RequestId")
+            exchange.error_type = headers.get("x-amzn-ErrorType")
+            response = _HeadersWithFirstChunk(
+                status=message.code,
+                reason=message.reason,
+                headers=response_headers_to_return(headers),
+            )
+            completed = False
+            try:
+                await response.prepare(request)
+                completed = await _stream(request, payload, response, exchange)
+            finally:
+                if completed:
+                    connection.release()  # back to the pool, unless the upstream said close
+                else:
+                    # Client gone, upstream broken, or this task cancelled: drop the upstream
+                    # connection now rather than drain it back into the pool.
+                    connection.close()
+    except TimeoutError:
+        if response is None:
+            raise _timed_out(upstream) from None
+        # Never end the client's response cleanly after a truncated upstream body.
+        exchange.outcome = "upstream_failed_mid_body: TimeoutError"
+        if request.transport is not None:
+            request.transport.abort()
+    assert response is not None
     return response
 
 
 async def _stream(
     request: web.Request,
-    answer: ClientResponse,
+    payload: StreamReader,
     response: web.StreamResponse,
     exchange: Exchange,
-) -> None:
-    content = answer.content
+) -> bool:
+    """Copy the body to the client; True when all of it went through.
+
+    The response head waits for the first part of the body only if that part has already
+    arrived (one write instead of two); a function still at work gets its head sent at once, so
+    that a client sees the status as soon as the function gives it."""
+    try:
+        chunk = payload.read_nowait()
+    except (ClientError, OSError) as error:
+        return _cut_mid_body(request, exchange, error)
+    if not chunk and not payload.at_eof():
+        request.writer.send_headers()
     while True:
+        if chunk:
+            try:
+                await response.write(chunk)
+            except ConnectionResetError:
+                exchange.outcome = "client_disconnected"
+                return False
+            exchange.bytes_sent += len(chunk)
         try:
-            chunk = await content.readany()
-        except (ClientError, TimeoutError) as error:
-            # Never end the client's response cleanly after a truncated upstream body.
-            exchange.outcome = f"upstream_failed_mid_body: {type(error).__name__}"
-            if request.transport is not None:
-                request.transport.abort()
-            return
+            chunk = await payload.readany()
+        except (ClientError, OSError) as error:
+            return _cut_mid_body(request, exchange, error)
         if not chunk:
             break
-        try:
-            await response.write(chunk)
-        except ConnectionResetError:
-            exchange.outcome = "client_disconnected"
-            return
-        exchange.bytes_sent += len(chunk)
     await response.write_eof()
+    return True
+
+
+def _cut_mid_body(request: web.Request, exchange: Exchange, error: Exception) -> bool:
+    # Never end the client's response cleanly after a truncated upstream body.
+    exchange.outcome = f"upstream_failed_mid_body: {type(error).__name__}"
+    if request.transport is not None:
+        request.transport.abort()
+    return False

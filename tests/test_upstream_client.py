@@ -1,0 +1,306 @@
+"""The upstream client at the wire: what the proxy writes and how it reads what comes back.
+
+The proxy writes its own request head and reads answers with aiohttp's client protocol from
+aiohttp's connection pool (proxy/upstream.py). These tests put a scripted HTTP server on
+loopback behind it, one that answers in ways the fake Function URL never does (interim 1xx,
+bodies framed by the connection's end, garbage, delays between head and body), and check each
+byte the proxy sent. Signatures are verified elsewhere (tests/test_forwarding.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import ClientTimeout, http_writer
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.headers import request_headers_to_forward
+from tests.conftest import route, running_proxy
+
+Answer = Callable[[asyncio.StreamWriter, int], Awaitable[None]]
+
+
+@dataclass
+class Received:
+    head: str
+    body: bytes
+    connection: int  # which accepted connection it came on, counting from 1
+
+    @property
+    def request_line(self) -> str:
+        return self.head.split("\r\n", 1)[0]
+
+    def header(self, name: str) -> str | None:
+        for line in self.head.split("\r\n")[1:]:
+            key, _, value = line.partition(":")
+            if key.strip().lower() == name.lower():
+                return value.strip()
+        return None
+
+
+@dataclass
+class ScriptedUpstream:
+    """Reads each request (head, and body by Content-Length), then lets `answer` write bytes."""
+
+    answer: Answer
+    received: list[Received] = field(default_factory=list)
+    connections: int = 0
+    port: int = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        connection = self.connections
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                request = Received(head, b"", connection)
+                length = request.header("content-length")
+                if length:
+                    request.body = await reader.readexactly(int(length))
+                self.received.append(request)
+                await self.answer(writer, len(self.received))
+                if writer.is_closing():
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def scripted(answer: Answer) -> AsyncIterator[ScriptedUpstream]:
+    upstream = ScriptedUpstream(answer)
+    server = await asyncio.start_server(upstream._serve, "127.0.0.1", 0)
+    upstream.port = server.sockets[0].getsockname()[1]
+    try:
+        yield upstream
+    finally:
+        server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 2)
+
+
+def ok(body: bytes = b"ok", extra: str = "") -> Answer:
+    async def answer(writer: asyncio.StreamWriter, _: int) -> None:
+        writer.write(
+            f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+        )
+        await writer.drain()
+
+    return answer
+
+
+async def test_get_has_no_body_framing_and_post_without_body_says_zero(aws_keys: None) -> None:
+    async with (
+        scripted(ok()) as upstream,
+        running_proxy(routes=[route("/fn", f"http://127.0.0.1:{upstream.port}")]) as proxy,
+    ):
+        async with proxy.client.get(proxy.url + "/fn/a?x=1") as response:
+            assert await response.read() == b"ok"
+        async with proxy.client.post(proxy.url + "/fn/b") as response:
+            assert await response.read() == b"ok"
+        async with proxy.client.post(proxy.url + "/fn/c", data=b"12345") as response:
+            assert await response.read() == b"ok"
+    get, empty_post, post = upstream.received
+    assert get.request_line == "GET /a?x=1 HTTP/1.1"
+    assert get.header("host") == f"127.0.0.1:{upstream.port}"
+    assert get.header("content-length") is None
+    assert get.header("transfer-encoding") is None
+    assert empty_post.header("content-length") == "0"
+    assert post.header("content-length") == "5"
+    assert post.body == b"12345"
+    # One kept-alive connection carried all three.
+    assert {request.connection for request in upstream.received} == {1}
+
+
+async def test_head_answer_declares_a_length_it_does_not_send(aws_keys: None) -> None:
+    async def answer(writer: asyncio.StreamWriter, n: int) -> None:
+        if n == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")  # and no body
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+        await writer.drain()
+
+    async with (
+        scripted(answer) as upstream,
+        running_proxy(routes=[route("/fn", f"http://127.0.0.1:{upstream.port}")]) as proxy,
+    ):
+        async with proxy.client.head(proxy.url + "/fn/x", timeout=ClientTimeout(total=3)) as r:
+            assert r.status == 200
+            assert r.headers["Content-Length"] == "1234"
+        async with proxy.client.get(proxy.url + "/fn/y") as response:
+            assert await response.read() == b"next"
+    assert [request.connection for request in upstream.received] == [1, 1]
+
+
+async def test_interim_1xx_answers_are_skipped(aws_keys: None) -> None:
+    async def answer(writer: asyncio.StreamWriter, _: int) -> None:
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone")
+        await writer.drain()
+
+    async with (
+        scripted(answer) as upstream,
+        running_proxy(routes=[route("/fn", f"http://127.0.0.1:{upstream.port}")]) as proxy,
+        proxy.client.put(proxy.url + "/fn/x", data=b"body") as response,
+    ):
+        assert response.status == 201
+        assert await response.read() == b"done"
+
+
+async def test_a_body_framed_by_the_connections_end_arrives_whole(aws_keys: None) -> None:
+    async def answer(writer: asyncio.StreamWriter, _: int) -> None:
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+        for part in (b"first ", b"second ", b"third"):
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(0.02)
+        writer.close()
+
+    async with (
+        scripted(answer) as upstream,
+        running_proxy(routes=[route("/fn", f"http://127.0.0.1:{upstream.port}")]) as proxy,
+    ):
+        for _ in range(2):  # the closed connection is not reused
+            async with proxy.client.get(proxy.url + "/fn/x") as response:
+                assert response.status == 200
+                assert await response.read() == b"first second third"
+    assert upstream.connections == 2
+
+
+async def test_connection_close_from_the_upstream_is_honoured(aws_keys: None) -> None:
+    async with (
+        scripted(ok(extra="Connection: close\r\n")) as upstream,
+        running_proxy(routes=[route("/fn", f"http://127.0.0.1:{upstream.port}")]) as proxy,
+    ):
+        for _ in range(3):
+            async with proxy.client.get(proxy.url + "/fn/x") as response:
+                assert await response.read() == b"ok"
+                assert "Connection" not in response.headers or response.headers["Connection"] != (
+                    "close"
+                )
+    assert [request.connection for request in upstream.received] == [1, 2, 3]
+
+
+async def test_a_pooled_connection_the_upstream_closed_is_not_reused(aws_keys: None) -> None:
+    """AWS closes idle keep-alive connections; the next request must open a fresh one."""
+
+    async def answer(writer: asyncio.StreamWriter, _: int) -> None:
+        await ok()(writer, 0)
+        writer.close()  # after the answer, without saying so
+
+    async with (
+        scripted(answer) as upstream,
+        running_proxy(routes=[route("/fn", f"http://127.0.0.1:{upstream.port}")]) as proxy,
+    ):
+        for _ in range(3):
+            async with proxy.client.get(proxy.url + "/fn/x") as response:
+                assert response.status == 200
+                assert await response.read() == b"ok"
+            await asyncio.sleep(0.05)  # the FIN arrives while the connection sits in the pool
+    assert upstream.connections == 3
+
+
+async def test_a_malformed_answer_is_a_502_that_says_so(aws_keys: None) -> None:
+    async def answer(writer: asyncio.StreamWriter, _: int) -> None:
+        writer.write(b"this is not HTTP\r\n\r\n")
+        await writer.drain()
+
+    async with (
+        scripted(answer) as upstream,
+        running_proxy(routes=[route("/fn", f"http://127.0.0.1:{upstream.port}")]) as proxy,
+        proxy.client.get(proxy.url + "/fn/x") as response,
+    ):
+        assert response.status == 502
+        body = await response.json()
+        assert body["error"] == "upstream_unreachable"
+        assert "malformed HTTP response" in body["message"]
+
+
+async def test_a_slow_function_gets_its_head_to_the_client_at_once(aws_keys: None) -> None:
+    """The head is held back for the body only when the body is already there."""
+
+    async def answer(writer: asyncio.StreamWriter, _: int) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.5)
+        writer.write(b"4\r\nlate\r\n0\r\n\r\n")
+        await writer.drain()
+
+    async with (
+        scripted(answer) as upstream,
+        running_proxy(routes=[route("/fn", f"http://127.0.0.1:{upstream.port}")]) as proxy,
+    ):
+        started = time.monotonic()
+        async with proxy.client.get(proxy.url + "/fn/x") as response:
+            head_after = time.monotonic() - started
+            assert response.status == 200
+            assert await response.read() == b"late"
+        body_after = time.monotonic() - started
+    assert head_after < 0.4 < body_after
+
+
+async def test_a_ready_answer_goes_out_in_one_write(
+    aws_keys: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Head and body of an answer that arrived whole leave in one write to the client socket
+    (aiohttp's private `_send_headers_immediately`: this fails if aiohttp changes it)."""
+    writes: list[int] = []
+    original_write = http_writer.StreamWriter._write
+    original_writelines = http_writer.StreamWriter._writelines
+
+    def count_write(self: http_writer.StreamWriter, chunk: bytes) -> None:
+        writes.append(1)
+        original_write(self, chunk)
+
+    def count_writelines(self: http_writer.StreamWriter, chunks: list[bytes]) -> None:
+        writes.append(1)
+        original_writelines(self, chunks)
+
+    async with (
+        scripted(ok(b'{"small": true}')) as upstream,
+        running_proxy(routes=[route("/fn", f"http://127.0.0.1:{upstream.port}")]) as proxy,
+    ):
+        async with proxy.client.get(proxy.url + "/fn/warm") as response:
+            await response.read()
+        monkeypatch.setattr(http_writer.StreamWriter, "_write", count_write)
+        monkeypatch.setattr(http_writer.StreamWriter, "_writelines", count_writelines)
+        async with proxy.client.get(proxy.url + "/fn/x") as response:
+            assert await response.read() == b'{"small": true}'
+        monkeypatch.undo()
+    # The test's own client writes its request through aiohttp's StreamWriter too: one write.
+    assert len(writes) == 2
+
+
+async def test_plain_http_through_an_http_proxy_uses_the_absolute_form(
+    aws_keys: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with scripted(ok()) as corporate:
+        monkeypatch.setenv("HTTP_PROXY", f"http://alice:s3cret@127.0.0.1:{corporate.port}")
+        async with (
+            running_proxy(routes=[route("/fn", "http://function.example:8000/base")]) as proxy,
+            proxy.client.get(proxy.url + "/fn/x?q=1") as response,
+        ):
+            assert response.status == 200
+    (request,) = corporate.received
+    assert request.request_line == "GET http://function.example:8000/base/x?q=1 HTTP/1.1"
+    assert request.header("host") == "function.example:8000"
+    expected = base64.b64encode(b"alice:s3cret").decode()
+    assert request.header("proxy-authorization") == f"Basic {expected}"
+    assert "host;x-amz-content-sha256;x-amz-date" in (request.header("authorization") or "")
+
+
+def test_a_header_that_could_smuggle_another_is_refused() -> None:
+    headers = CIMultiDictProxy(CIMultiDict([("X-Ok", "fine"), ("X-Evil", "a\r\nX-Injected: 1")]))
+    with pytest.raises(ValueError, match="CR or LF"):
+        request_headers_to_forward(headers)
+    clean = CIMultiDictProxy(
+        CIMultiDict([("X-Ok", "fine"), ("Connection", "X-Hop"), ("X-Hop", "1")])
+    )
+    assert request_headers_to_forward(clean) == "X-Ok: fine\r\n"
