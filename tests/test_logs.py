@@ -1,0 +1,98 @@
+"""The access line: written straight to the stream when the CLI configured logging, through
+logging otherwise, and the same line either way."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from proxy import logs
+from proxy.upstream import Exchange
+
+EXCHANGES = [
+    Exchange("GET", "/fn/ok", "/fn", 200, 112, "req-1"),
+    Exchange("GET", "/nowhere", "-", 404, 90, None, None, "no_route"),
+    Exchange("GET", "/fn/sig", "/fn", 403, 10, "req-2", "InvalidSignatureException"),
+    Exchange("POST", "/fn/x", "/fn", 502, 80, None, None, "upstream_unreachable", "it is down"),
+    Exchange("OPTIONS", "/fn/p", "/fn", 200, 0, "req-3", None, "preflight_forwarded"),
+    Exchange("GET", "/fn/s", "/fn", 200, 5, "req-4", None, "client_disconnected"),
+]
+TIME = re.compile(r"^\S+ \S+ ")  # the text format's date and time
+
+
+@pytest.fixture
+def configured() -> Iterator[io.StringIO]:
+    """A stream for logs.configure() to log to; logging as it was restored after."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    yield stream
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])  # setLevel, not assignment: loggers cache what is enabled
+    logs._access_writer = None  # as an embedded app (the other tests) has it
+
+
+def _lines(stream: io.StringIO) -> list[str]:
+    return [line for line in stream.getvalue().splitlines() if line]
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_direct_line_is_the_line_logging_writes(
+    configured: io.StringIO, log_format: str
+) -> None:
+    logs.configure(log_format, "info", configured)
+    assert logs._access_writer is not None
+    for exchange in EXCHANGES:
+        logs.log_access(exchange, 0.0123)
+    direct = _lines(configured)
+    configured.truncate(0)
+    configured.seek(0)
+    logs._access_writer = None  # the same lines through logging
+    for exchange in EXCHANGES:
+        logs.log_access(exchange, 0.0123)
+    through_logging = _lines(configured)
+    assert len(direct) == len(EXCHANGES) == len(through_logging)
+    if log_format == "json":
+        for a, b in zip(direct, through_logging, strict=True):
+            first, second = json.loads(a), json.loads(b)
+            assert first.pop("time")[:16] == second.pop("time")[:16]
+            assert first == second
+    else:
+        assert [TIME.sub("", line) for line in direct] == [
+            TIME.sub("", line) for line in through_logging
+        ]
+    # The levels say what needs attention: errors and hints are warnings.
+    levels = [
+        line.split()[2] if log_format == "text" else json.loads(line)["level"] for line in direct
+    ]
+    assert [level.upper() for level in levels] == [
+        "INFO",
+        "WARNING",
+        "WARNING",
+        "WARNING",
+        "WARNING",
+        "INFO",
+    ]
+
+
+def test_the_level_still_silences_access_lines(configured: io.StringIO) -> None:
+    logs.configure("text", "warning", configured)
+    logs.log_access(EXCHANGES[0], 0.001)  # a routine 200: INFO
+    logs.log_access(EXCHANGES[1], 0.001)  # a 404 no_route: WARNING
+    (line,) = _lines(configured)
+    assert "/nowhere" in line
+
+
+def test_text_time_is_loggings_own_format(configured: io.StringIO) -> None:
+    logs.configure("text", "info", configured)
+    logs.log_access(EXCHANGES[0], 0.001)
+    logging.getLogger("proxy").info("plain line")
+    access, plain = _lines(configured)
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "
+    assert re.match(stamp + "INFO    GET ", access)
+    assert re.match(stamp + "INFO    plain line$", plain)
