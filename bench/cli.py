@@ -433,6 +433,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"bench: unknown scenario(s) or part(s): {', '.join(sorted(unknown))}")
     main_command = shlex.split(args.proxy_cmd) if args.proxy_cmd else default_proxy_command()
     proxies = [("lambda-url-proxy", main_command)]
+    if args.proxy_workers > 1:  # issue 5 asks for the N = 2 figure beside the one-process one
+        proxies.append(
+            (
+                f"proxy --workers {args.proxy_workers}",
+                [*main_command, "--workers", str(args.proxy_workers)],
+            )
+        )
     for variant in args.variant:
         label, _, command = variant.partition("=")
         if not label or not command:
@@ -535,6 +542,13 @@ def main(argv: list[str] | None = None) -> None:
         "--parts",
         default=",".join(PARTS),
         help="comma-separated parts to run (default: all: %(default)s)",
+    )
+    parser.add_argument(
+        "--proxy-workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="also measure lambda-url-proxy --workers N (default 2; 1 to skip)",
     )
     parser.add_argument("--nginx-workers", type=int, default=1, help="nginx proxy workers (1)")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (1)")

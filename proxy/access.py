@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Final
 
 from aiohttp import hdrs, web
@@ -29,8 +30,11 @@ def is_loopback(bind: str) -> bool:
         return False
 
 
+@lru_cache(maxsize=1024)
 def is_loopback_name(host: str) -> bool:
-    """Is a Host header (name or address, with or without a port) this machine's loopback?"""
+    """Is a Host header (name or address, with or without a port) this machine's loopback?
+    Cached: a client sends the same few Host values, and parsing an address costs more than the
+    rest of the check (bench/README.md)."""
     if host.startswith("["):  # [::1] or [::1]:8080
         name = host[1 : host.find("]")]
     else:
@@ -58,7 +62,7 @@ class AccessPolicy:
         self._loopback_only = loopback_only
         self.restricted = self._token is not None or bool(self._networks) or loopback_only
 
-    def check(self, request: web.Request) -> None:
+    def check(self, request: web.BaseRequest) -> None:
         """Raise unless the request may be forwarded."""
         if self._loopback_only:
             host = request.headers.get(hdrs.HOST)

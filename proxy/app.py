@@ -1,7 +1,9 @@
 """create_app(settings): the route table, credentials, the upstream client and the one handler.
 
 Every request goes through `handle`, which is also the one edge where the proxy's own errors
-become JSON and where the access log line is written.
+become JSON and where the access log line is written. The app holds the state and runs the
+start-up and clean-up; requests bypass its router and middleware chain (one catch-all route
+needs neither): ProxyRunner gives the server `dispatcher(app)` as its handler.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from aiohttp import hdrs, web
 
@@ -59,7 +61,7 @@ def declared_too_large(declared: int, limit: int) -> BodyTooLarge:
     )
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.BaseRequest, limit: int) -> bytes:
     """The whole body, refused with 413 as soon as it is known to be over `limit`."""
     declared = request.content_length
     if declared is not None:
@@ -85,9 +87,8 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+async def expect_continue(request: web.BaseRequest, limit: int) -> web.StreamResponse | None:
     """Answer `Expect: 100-continue` with 413 at once when the declared body is too large."""
-    limit = request.app[LIVE].state.settings.max_body_size
     declared = request.content_length
     if declared is not None and declared > limit:
         response = error_response(declared_too_large(declared, limit))
@@ -99,12 +100,12 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
-def health(request: web.Request) -> web.Response:
+def health(state: ProxyState) -> web.Response:
     return json_response(200, {"status": "ok", "pid": os.getpid()})
 
 
-def ready(request: web.Request) -> web.Response:
-    identities = [identity.status() for identity in request.app[LIVE].state.identities.values()]
+def ready(state: ProxyState) -> web.Response:
+    identities = [identity.status() for identity in state.identities.values()]
     unusable = [status for status in identities if not status["usable"]]
     body: dict[str, object] = {"ready": not unusable, "identities": identities}
     if unusable:
@@ -112,7 +113,7 @@ def ready(request: web.Request) -> web.Response:
     return json_response(503 if unusable else 200, body)
 
 
-def routes(request: web.Request) -> web.Response:
+def routes(state: ProxyState) -> web.Response:
     table = [
         {
             "prefix": upstream.prefix,
@@ -123,41 +124,76 @@ def routes(request: web.Request) -> web.Response:
             "timeout": upstream.timeout.total,
             "identity": upstream.identity.name,
         }
-        for upstream in request.app[LIVE].state.router.upstreams
+        for upstream in state.router.upstreams
     ]
     return json_response(200, {"routes": table})
 
 
 HEALTH_PATH: Final = f"{RESERVED_PREFIX}/health"
-RESERVED: Final[dict[str, Callable[[web.Request], web.Response]]] = {
+RESERVED: Final[dict[str, Callable[[ProxyState], web.Response]]] = {
     HEALTH_PATH: health,
     f"{RESERVED_PREFIX}/ready": ready,
     f"{RESERVED_PREFIX}/routes": routes,
 }
 
 
-def _reserved(request: web.Request, path: str) -> web.Response:
+def _reserved(state: ProxyState, path: str) -> web.Response:
     endpoint = RESERVED.get(path.rstrip("/"))
     if endpoint is None:
         raise NoRoute(
             f"{path} is reserved for the proxy and never forwarded; its endpoints are "
             + ", ".join(RESERVED)
         )
-    return endpoint(request)
+    return endpoint(state)
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
+def _not_a_path(raw_target: str) -> BadRequest:
+    return BadRequest(
+        f"request target {raw_target[:100]!r} is not a path: send origin-form requests such "
+        "as 'GET /users/42'; this proxy is not a forward proxy"
+    )
+
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+AnyResponse = TypeVar("AnyResponse", bound=web.StreamResponse)
+
+
+def dispatcher(app: web.Application) -> Handler:
+    """The server's request handler: every request to `handle`, with the app's state."""
+    live, client = app[LIVE], app[CLIENT]
+
+    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+        if request.headers.get(hdrs.EXPECT) is not None:
+            early = await expect_continue(request, live.state.settings.max_body_size)
+            await request.writer.drain()
+            if early is not None:
+                return _with_cors(live.state, request, early)
+        return await handle(request, live, client)
+
+    return dispatch
+
+
+def _with_cors(state: ProxyState, request: web.BaseRequest, response: AnyResponse) -> AnyResponse:
+    if state.cors.enabled:
+        state.cors.apply(request, response)
+    return response
+
+
+async def handle(
+    request: web.BaseRequest, live: Live, client: UpstreamClient
+) -> web.StreamResponse:
     started = time.perf_counter()
-    app = request.app
-    live = app[LIVE]
     state = live.state  # this request keeps it, whatever a reload does
     task = asyncio.current_task()
     assert task is not None
     live.in_flight.add(task)
-    exchange = Exchange(request.method, request.raw_path.partition("?")[0][:2048])
+    raw_target = request.raw_path
+    exchange = Exchange(request.method, raw_target.partition("?")[0][:2048])
     reserved = False
     try:
-        path, query = split_target(request.raw_path)
+        if not raw_target.startswith("/"):  # absolute-form, CONNECT host:port, OPTIONS *
+            raise _not_a_path(raw_target)
+        path, query = split_target(raw_target)
         exchange.path = path
         cors = state.cors
         origin = cors.check_origin(request)
@@ -172,7 +208,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             state.access.check(request)  # the health check stays open, for orchestrators
         if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
             reserved = True
-            response = _reserved(request, path)
+            response = _with_cors(state, request, _reserved(state, path))
             exchange.status = response.status
             return response
         router = state.router
@@ -183,22 +219,24 @@ async def handle(request: web.Request) -> web.StreamResponse:
             )
         exchange.route = upstream.prefix
         credentials = await upstream.identity.credentials()  # before reading a body for nothing
-        try:
-            async with asyncio.timeout(state.settings.body_timeout):
-                body = await read_body(request, state.settings.max_body_size)
-        except TimeoutError:
-            raise RequestTimeout(
-                f"the request body did not arrive within {state.settings.body_timeout:g} s"
-            ) from None
+        body = b""
+        if request.body_exists:  # no timer for the bodiless majority
+            try:
+                async with asyncio.timeout(state.settings.body_timeout):
+                    body = await read_body(request, state.settings.max_body_size)
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"the request body did not arrive within {state.settings.body_timeout:g} s"
+                ) from None
         return await forward(
-            request, app[CLIENT], upstream, credentials, path, query, body, exchange
+            request, client, upstream, credentials, path, query, body, exchange, cors
         )
     except ProxyError as error:
         exchange.status = error.status
         exchange.outcome = error.code
         if error.status >= 500:
             exchange.detail = error.message
-        response = error_response(error)
+        response = _with_cors(state, request, error_response(error))
         exchange.bytes_sent = response.content_length or 0
         if not request.content.is_eof():
             response.force_close()  # a refused body is never read: the connection cannot go on
@@ -214,40 +252,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
             log_access(exchange, time.perf_counter() - started)
 
 
-@web.middleware
-async def unroutable(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Targets that are not paths (`CONNECT host:port`, `OPTIONS *`) never reach `handle`:
-    aiohttp's router refuses them itself. Give them the proxy's error all the same."""
-    try:
-        return await handler(request)
-    except web.HTTPException as refused:
-        return error_response(
-            BadRequest(
-                f"request target {request.raw_path[:100]!r} is not a path ({refused.reason}): "
-                "send origin-form requests such as 'GET /users/42'; this proxy is not a "
-                "forward proxy"
-            )
-        )
-
-
 def create_app(settings: Settings) -> web.Application:
     """Build the app; ConfigError if a route cannot be compiled (for instance, no region)."""
-    app = web.Application(middlewares=[unroutable])
+    app = web.Application()
     app[LIVE] = Live(ProxyState.build(settings))
-    app.on_response_prepare.append(_cors_headers)
     app.cleanup_ctx.append(_credentials)
     app.cleanup_ctx.append(_upstream_client)
-    # [\s\S]: the router matches the decoded path, which may hold a newline (%0A).
-    app.router.add_route("*", r"/{tail:[\s\S]*}", handle, expect_handler=expect_continue)
     return app
-
-
-async def _cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    cors = request.app[LIVE].state.cors
-    if cors.enabled:
-        await cors.on_response_prepare(request, response)
 
 
 async def _upstream_client(app: web.Application) -> AsyncIterator[None]:

@@ -51,7 +51,7 @@ class CorsPolicy:
         """May a page from `origin` read the proxy's answers (CORS)?"""
         return origin in self.origins or (self.any_loopback and is_loopback_origin(origin))
 
-    def check_origin(self, request: web.Request) -> str | None:
+    def check_origin(self, request: web.BaseRequest) -> str | None:
         """The request's Origin, refused if it is a remote website that is not allowed."""
         origin = request.headers.get(hdrs.ORIGIN)
         if origin is None or self.allows(origin) or is_loopback_origin(origin):
@@ -63,14 +63,14 @@ class CorsPolicy:
         )
 
     @staticmethod
-    def is_preflight(request: web.Request) -> bool:
+    def is_preflight(request: web.BaseRequest) -> bool:
         return (
             request.method == hdrs.METH_OPTIONS
             and hdrs.ORIGIN in request.headers
             and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
         )
 
-    def preflight(self, request: web.Request, origin: str) -> web.Response:
+    def preflight(self, request: web.BaseRequest, origin: str) -> web.Response:
         if not self.allows(origin):
             raise OriginNotAllowed(
                 f"CORS preflight from {origin!r} refused: it is not in cors_origins; add it "
@@ -87,8 +87,9 @@ class CorsPolicy:
             headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = requested
         return web.Response(status=204, headers=headers)
 
-    async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
-        """Replace whatever CORS headers the function sent with the proxy's, on every answer."""
+    def apply(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
+        """Replace whatever CORS headers the function sent with the proxy's, on every answer
+        (called before each answer is prepared, when CORS is enabled)."""
         origin = request.headers.get(hdrs.ORIGIN)
         if origin is None or self.is_preflight(request):
             return

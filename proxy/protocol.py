@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from proxy.app import dispatcher
 from proxy.errors import ERROR_HEADER, BadRequest, ProxyError, TooManyConnections
 
 
@@ -67,16 +68,19 @@ class JsonErrorServer(web.Server):
 
 
 class ProxyRunner(web.AppRunner):
-    """An AppRunner whose connections answer parser failures with the proxy's JSON, and that
-    refuses connections beyond `max_connections` with a 503."""
+    """An AppRunner whose connections answer parser failures with the proxy's JSON, that
+    refuses connections beyond `max_connections` with a 503, and whose requests all go to the
+    proxy's one handler."""
 
     def __init__(self, app: web.Application, *, max_connections: int, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.max_connections = max_connections
 
     async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
+        server = await super()._make_server()  # runs the app's start-up
         # Same state, one method different: a subclass that adds no attributes.
         server.__class__ = JsonErrorServer
         server.max_connections = self.max_connections  # type: ignore[attr-defined]
+        # Straight to the proxy's handler: no router or middleware chain to go through.
+        server.request_handler = dispatcher(self.app)
         return server

@@ -304,3 +304,30 @@ def test_a_header_that_could_smuggle_another_is_refused() -> None:
         CIMultiDict([("X-Ok", "fine"), ("Connection", "X-Hop"), ("X-Hop", "1")])
     )
     assert request_headers_to_forward(clean) == "X-Ok: fine\r\n"
+
+
+async def test_after_a_timeout_the_client_connection_serves_the_next_request(
+    aws_keys: None,
+) -> None:
+    """The route's deadline cancels the forward, not the client's connection or its task."""
+
+    async def answer(writer: asyncio.StreamWriter, n: int) -> None:
+        if n == 1:
+            await asyncio.sleep(2)  # past the route's timeout
+        await ok()(writer, n)
+
+    async with (
+        scripted(answer) as upstream,
+        running_proxy(
+            routes=[route("/fn", f"http://127.0.0.1:{upstream.port}", timeout=0.3)]
+        ) as proxy,
+    ):
+        started = time.monotonic()
+        async with proxy.client.get(proxy.url + "/fn/slow") as response:
+            assert response.status == 504
+            assert (await response.json())["error"] == "upstream_timeout"
+            assert response.headers.get("Connection", "").lower() != "close"
+        assert time.monotonic() - started < 1.5
+        async with proxy.client.get(proxy.url + "/fn/next") as response:
+            assert response.status == 200
+            assert await response.read() == b"ok"
