@@ -45,26 +45,17 @@ DROPPED_REQUEST_PREFIXES: Final = ("x-amz-", "x-forwarded-")
 DROPPED_RESPONSE: Final = HOP_BY_HOP
 
 
-def _kept(
-    headers: MultiMapping[str], dropped: frozenset[str], prefixes: tuple[str, ...]
-) -> CIMultiDict[str]:
-    # Headers named in Connection are hop-by-hop too (RFC 9110 section 7.6.1).
+def _dropped(headers: MultiMapping[str], dropped: frozenset[str]) -> frozenset[str]:
+    """`dropped`, plus the headers named in Connection: hop-by-hop too (RFC 9110 7.6.1)."""
     if named := headers.getall(hdrs.CONNECTION, ()):
-        dropped = dropped | {token.strip().lower() for value in named for token in value.split(",")}
-    kept: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        lower = name.lower()
-        if lower not in dropped and not (prefixes and lower.startswith(prefixes)):
-            kept.add(name, value)
-    return kept
+        return dropped | {token.strip().lower() for value in named for token in value.split(",")}
+    return dropped
 
 
 def request_headers_to_forward(headers: MultiMapping[str]) -> str:
     """The client's headers that may go upstream as HTTP/1.1 header lines, ready to write:
     every repeated value kept, in order."""
-    dropped = DROPPED_REQUEST
-    if named := headers.getall(hdrs.CONNECTION, ()):
-        dropped = dropped | {token.strip().lower() for value in named for token in value.split(",")}
+    dropped = _dropped(headers, DROPPED_REQUEST)
     lines = [
         f"{name}: {value}\r\n"
         for name, value in headers.items()
@@ -80,4 +71,9 @@ def request_headers_to_forward(headers: MultiMapping[str]) -> str:
 
 def response_headers_to_return(headers: MultiMapping[str]) -> CIMultiDict[str]:
     """The upstream's headers for the client, repeated ones such as Set-Cookie all kept."""
-    return _kept(headers, DROPPED_RESPONSE, ())
+    dropped = _dropped(headers, DROPPED_RESPONSE)
+    kept: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() not in dropped:
+            kept.add(name, value)
+    return kept
