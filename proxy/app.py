@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from aiohttp import hdrs, web
 
@@ -161,14 +161,19 @@ AnyResponse = TypeVar("AnyResponse", bound=web.StreamResponse)
 def dispatcher(app: web.Application) -> Handler:
     """The server's request handler: every request to `handle`, with the app's state."""
     live, client = app[LIVE], app[CLIENT]
+    # With the loop given, current_task() skips get_running_loop(), which on Python 3.11
+    # makes a getpid() system call: a few microseconds per request in a VM.
+    loop = asyncio.get_running_loop()
 
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+        task = asyncio.current_task(loop)
+        assert task is not None
         if request.headers.get(hdrs.EXPECT) is not None:
             early = await expect_continue(request, live.state.settings.max_body_size)
             await request.writer.drain()
             if early is not None:
                 return _with_cors(live.state, request, early)
-        return await handle(request, live, client)
+        return await handle(request, live, client, task)
 
     return dispatch
 
@@ -180,12 +185,10 @@ def _with_cors(state: ProxyState, request: web.BaseRequest, response: AnyRespons
 
 
 async def handle(
-    request: web.BaseRequest, live: Live, client: UpstreamClient
+    request: web.BaseRequest, live: Live, client: UpstreamClient, task: asyncio.Task[Any]
 ) -> web.StreamResponse:
     started = time.perf_counter()
     state = live.state  # this request keeps it, whatever a reload does
-    task = asyncio.current_task()
-    assert task is not None
     live.in_flight.add(task)
     raw_target = request.raw_path
     exchange = Exchange(request.method, raw_target.partition("?")[0][:2048])
@@ -229,7 +232,7 @@ async def handle(
                     f"the request body did not arrive within {state.settings.body_timeout:g} s"
                 ) from None
         return await forward(
-            request, client, upstream, credentials, path, query, body, exchange, cors
+            request, client, upstream, credentials, path, query, body, exchange, cors, task
         )
     except ProxyError as error:
         exchange.status = error.status

@@ -16,7 +16,7 @@ import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import (
     ClientConnectorCertificateError,
@@ -135,10 +135,8 @@ class _Deadline:
 
     __slots__ = ("_handle", "_reached", "_task")
 
-    def __init__(self, seconds: float | None) -> None:
+    def __init__(self, task: asyncio.Task[Any], seconds: float | None) -> None:
         self._reached = False
-        task = asyncio.current_task()
-        assert task is not None
         self._task = task
         self._handle = (
             None if seconds is None else task.get_loop().call_later(seconds, self._expire)
@@ -220,6 +218,7 @@ async def forward(
     body: bytes,
     exchange: Exchange,
     cors: CorsPolicy,
+    task: asyncio.Task[Any],
 ) -> web.StreamResponse:
     """Sign and send the request, then stream the answer back chunk by chunk as it arrives."""
     method = request.method
@@ -235,7 +234,7 @@ async def forward(
         framing += f"Proxy-Authorization: {upstream.proxy_authorization}\r\n"
     attempts = 2 if method in IDEMPOTENT else 1
     response: web.StreamResponse | None = None
-    deadline = _Deadline(upstream.timeout.total)
+    deadline = _Deadline(task, upstream.timeout.total)
     try:
         for attempt in range(1, attempts + 1):
             # Signed per attempt: a request must reach AWS within 5 minutes of its x-amz-date.

@@ -3,6 +3,7 @@ logging otherwise, and the same line either way."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -34,7 +35,7 @@ def configured() -> Iterator[io.StringIO]:
     yield stream
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])  # setLevel, not assignment: loggers cache what is enabled
-    logs._access_writer = None  # as an embedded app (the other tests) has it
+    logs._handler = None  # as an embedded app (the other tests) has it
 
 
 def _lines(stream: io.StringIO) -> list[str]:
@@ -46,13 +47,13 @@ def test_the_direct_line_is_the_line_logging_writes(
     configured: io.StringIO, log_format: str
 ) -> None:
     logs.configure(log_format, "info", configured)
-    assert logs._access_writer is not None
+    assert logs._handler is not None
     for exchange in EXCHANGES:
         logs.log_access(exchange, 0.0123)
     direct = _lines(configured)
     configured.truncate(0)
     configured.seek(0)
-    logs._access_writer = None  # the same lines through logging
+    logs._handler = None  # the same lines through logging
     for exchange in EXCHANGES:
         logs.log_access(exchange, 0.0123)
     through_logging = _lines(configured)
@@ -96,3 +97,41 @@ def test_text_time_is_loggings_own_format(configured: io.StringIO) -> None:
     stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "
     assert re.match(stamp + "INFO    GET ", access)
     assert re.match(stamp + "INFO    plain line$", plain)
+
+
+class CountingStream(io.StringIO):
+    """A log stream that counts the writes it is given."""
+
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_access_lines_are_written_in_batches(configured: io.StringIO) -> None:
+    stream = CountingStream()
+    logs.configure("text", "info", stream)
+    for _ in range(100):
+        logs.log_access(EXCHANGES[0], 0.001)
+    assert stream.writes == 0  # held for the batch
+    await asyncio.sleep(logs.LogHandler.FLUSH_INTERVAL * 4)
+    assert stream.writes == 1
+    assert len(_lines(stream)) == 100
+
+
+async def test_other_lines_wait_behind_access_lines(configured: io.StringIO) -> None:
+    logs.configure("text", "info", configured)
+    logs.log_access(EXCHANGES[0], 0.001)
+    logging.getLogger("proxy").warning("logged after the request")
+    first, second = _lines(configured)  # at once, not after the flush interval
+    assert "/fn/ok" in first and second.endswith("logged after the request")
+
+
+async def test_a_full_batch_is_written_at_once(configured: io.StringIO) -> None:
+    stream = CountingStream()
+    logs.configure("text", "info", stream)
+    for _ in range(logs.LogHandler.FLUSH_LINES):
+        logs.log_access(EXCHANGES[0], 0.001)
+    assert stream.writes == 1  # memory stays bounded however fast requests come
+    assert len(_lines(stream)) == logs.LogHandler.FLUSH_LINES

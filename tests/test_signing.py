@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from datetime import UTC, datetime
 from unittest import mock
 from urllib.parse import quote
@@ -18,6 +19,7 @@ from proxy.signing import (
     EMPTY_SHA256,
     AmzClock,
     Credentials,
+    SigningKey,
     amz_date,
     canonical_request,
     credential_scope,
@@ -138,6 +140,11 @@ def test_matches_botocore(
     assert ours["Authorization"] == theirs["authorization"]
     assert ours["x-amz-date"] == theirs["x-amz-date"]
     assert ours.get("x-amz-security-token") == theirs.get("x-amz-security-token")
+
+
+@given(key=st.binary(max_size=100), message=st.binary(max_size=300))
+def test_primed_hmac_is_hmac(key: bytes, message: bytes) -> None:
+    assert SigningKey(key).hmac_hex(message) == hmac.new(key, message, "sha256").hexdigest()
 
 
 def test_signing_key_is_cached() -> None:
