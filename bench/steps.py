@@ -8,6 +8,7 @@ Keep this in step with proxy/: a step that no longer runs is reported, not fatal
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
@@ -20,15 +21,15 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from bench.micro import ACCESS_KEY, SECRET_KEY, per_call_us
 
 
-def _steps(handler: logging.Handler) -> list[tuple[str, Callable[[], object]]]:
+def _steps() -> list[tuple[str, Callable[[], object]]]:
     from proxy.credentials import Identity
-    from proxy.headers import request_headers_to_forward, response_headers_to_return
+    from proxy.headers import request_headers_to_forward, response_header_lines
     from proxy.logs import log_access
     from proxy.routing import Router, Upstream
     from proxy.settings import Route
     from proxy.signing import EMPTY_SHA256, Credentials, amz_date, sign
     from proxy.target import split_target
-    from proxy.upstream import Exchange, _request_head
+    from proxy.upstream import AMZ_CLOCK, Exchange, _request_head
 
     upstream = Upstream.from_route(
         Route(prefix="/", url="http://127.0.0.1:9"), "us-east-1", Identity()
@@ -49,6 +50,7 @@ def _steps(handler: logging.Handler) -> list[tuple[str, Callable[[], object]]]:
             ]
         )
     )
+    answer_raw = tuple((name.encode(), value.encode()) for name, value in answer_headers.items())
     body_10k = b"x" * 10240
     now = datetime.now(UTC)
     signed_lines = "x-amz-date: 20261121T054055Z\r\nAuthorization: AWS4-HMAC-SHA256 ...\r\n"
@@ -63,7 +65,7 @@ def _steps(handler: logging.Handler) -> list[tuple[str, Callable[[], object]]]:
             credentials=credentials,
             region=upstream.region,
             service=upstream.service,
-            now=datetime.now(UTC),
+            now=AMZ_CLOCK(),
         )
 
     def exchange_and_log() -> None:
@@ -75,8 +77,6 @@ def _steps(handler: logging.Handler) -> list[tuple[str, Callable[[], object]]]:
     access = logging.getLogger("proxy.access")
 
     def logged_on() -> None:
-        access.handlers[:] = [handler]
-        access.propagate = False
         access.setLevel(logging.INFO)
 
     def logged_off() -> None:
@@ -89,13 +89,13 @@ def _steps(handler: logging.Handler) -> list[tuple[str, Callable[[], object]]]:
         ("request_headers_to_forward", lambda: request_headers_to_forward(client_headers)),
         ("datetime.now(UTC)", lambda: datetime.now(UTC)),
         ("amz_date (strftime)", lambda: amz_date(now)),
-        ("sign (incl. datetime.now)", signing),
+        ("sign (x-amz-date cached per second)", signing),
         ("sha256 of a 10 KiB body", lambda: hashlib.sha256(body_10k).hexdigest()),
         (
             "request head (format + encode)",
             lambda: _request_head("GET", "/small", upstream, "", "", signed_lines),
         ),
-        ("response_headers_to_return", lambda: response_headers_to_return(answer_headers)),
+        ("response_header_lines", lambda: response_header_lines(answer_headers, answer_raw)),
         ("Exchange + log_access, log on", _with(logged_on, exchange_and_log)),
         ("Exchange + log_access, log off", _with(logged_off, exchange_and_log)),
     ]
@@ -115,21 +115,30 @@ def _with(setup: Callable[[], None], step: Callable[[], None]) -> Callable[[], o
 
 
 def steps(workdir: Path, repeat: int, seconds: float = 0.1) -> list[dict[str, Any]]:
-    access = logging.getLogger("proxy.access")
-    saved = (list(access.handlers), access.propagate, access.level)
+    from proxy import logs
+
+    root, access = logging.getLogger(), logging.getLogger("proxy.access")
+    saved = (list(root.handlers), root.level, access.level)
     results: list[dict[str, Any]] = []
-    # As the proxy logs by default: the text format, one line a request, to a file.
+    # As the proxy logs by default: the text format, one line a request, to a file, in
+    # batches (which needs a running event loop).
     with (workdir / "steps-access.log").open("a") as log_file:
-        handler = logging.StreamHandler(log_file)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+        logs.configure("text", "info", log_file)
+
+        async def measure() -> None:
+            _measure(_steps(), repeat, seconds, results)
+
         try:
-            _measure(_steps(handler), repeat, seconds, results)
+            asyncio.run(measure())
         except Exception as error:
             results.append({"step": "(set-up)", "us": None, "error": _why(error)})
         finally:
-            access.handlers[:], access.propagate = saved[0], saved[1]
+            if logs._handler is not None:
+                logs._handler.flush()  # the lines still waiting, before the file closes
+            root.handlers[:] = saved[0]
+            root.setLevel(saved[1])
             access.setLevel(saved[2])
-            handler.close()
+            logs._handler = None
     return results
 
 

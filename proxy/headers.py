@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from functools import lru_cache
 from typing import Final
 
 from aiohttp import hdrs
@@ -43,13 +45,25 @@ DROPPED_REQUEST_PREFIXES: Final = ("x-amz-", "x-forwarded-")
 
 # The proxy frames the body to the client itself (chunked or the upstream's Content-Length).
 DROPPED_RESPONSE: Final = HOP_BY_HOP
+_DROPPED_RESPONSE_RAW: Final = frozenset(name.encode() for name in DROPPED_RESPONSE)
 
 
 def _dropped(headers: MultiMapping[str], dropped: frozenset[str]) -> frozenset[str]:
     """`dropped`, plus the headers named in Connection: hop-by-hop too (RFC 9110 7.6.1)."""
     if named := headers.getall(hdrs.CONNECTION, ()):
-        return dropped | {token.strip().lower() for value in named for token in value.split(",")}
+        return _with_named(dropped, ",".join(named))
     return dropped
+
+
+@lru_cache(maxsize=256)  # a handful of values in practice ("keep-alive", "close")
+def _with_named(dropped: frozenset[str], connection: str) -> frozenset[str]:
+    return dropped | {token.strip().lower() for token in connection.split(",")}
+
+
+@lru_cache(maxsize=256)
+def _dropped_raw(connection: str) -> frozenset[bytes]:
+    names = _with_named(DROPPED_RESPONSE, connection)
+    return frozenset(name.encode("utf-8", "surrogateescape") for name in names)
 
 
 def request_headers_to_forward(headers: MultiMapping[str]) -> str:
@@ -67,6 +81,22 @@ def request_headers_to_forward(headers: MultiMapping[str]) -> str:
     if block.count("\n") != len(lines) or block.count("\r") != len(lines):
         raise ValueError("a request header holds a CR or LF")
     return block
+
+
+def response_header_lines(
+    headers: MultiMapping[str], raw_headers: Iterable[tuple[bytes, bytes]]
+) -> bytes:
+    """The upstream's header lines for the client, ready to write: byte for byte as they came
+    (`raw_headers`, from aiohttp's parser), repeated ones such as Set-Cookie all kept."""
+    named = headers.getall(hdrs.CONNECTION, ())
+    dropped = _dropped_raw(",".join(named)) if named else _DROPPED_RESPONSE_RAW
+    return b"".join(
+        [
+            name + b": " + value + b"\r\n"
+            for name, value in raw_headers
+            if name.lower() not in dropped
+        ]
+    )
 
 
 def response_headers_to_return(headers: MultiMapping[str]) -> CIMultiDict[str]:

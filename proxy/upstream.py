@@ -15,6 +15,7 @@ import hashlib
 import logging
 import ssl
 from dataclasses import dataclass
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,10 +27,12 @@ from aiohttp import (
     ClientSSLError,
     ClientTimeout,
     TCPConnector,
+    hdrs,
     web,
 )
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.connector import Connection
+from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import RawResponseMessage
 from aiohttp.streams import EofStream, StreamReader
@@ -37,7 +40,11 @@ from yarl import URL
 
 from proxy.cors import CorsPolicy
 from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
-from proxy.headers import request_headers_to_forward, response_headers_to_return
+from proxy.headers import (
+    request_headers_to_forward,
+    response_header_lines,
+    response_headers_to_return,
+)
 from proxy.routing import Upstream
 from proxy.signing import EMPTY_SHA256, AmzClock, Credentials, sign
 
@@ -54,6 +61,8 @@ AMZ_CLOCK: Final = AmzClock()
 READ_BUFSIZE: Final = 1 << 16
 # Above this, a body is written after the head rather than joined to it.
 COPY_LIMIT: Final = 1 << 14
+# Answers without a body whose framing aiohttp rewrites (RFC 9110 8.6): never written whole.
+NO_BODY_STATUSES: Final = frozenset({204, 304})
 NO_TIMEOUT: Final = ClientTimeout()  # the route's timeout covers connecting: forward() sets it
 
 
@@ -100,6 +109,57 @@ class Exchange:
     error_type: str | None = None
     outcome: str | None = None  # the error code, or how a stream ended abnormally
     detail: str | None = None  # what the proxy told the client, for its own 5xx errors
+
+
+class _Written(web.StreamResponse):
+    """An answer the proxy has already written to the client's socket, whole: aiohttp has
+    nothing left to send, only to learn whether the connection stays open."""
+
+    def __init__(self, status: int, keep_alive: bool) -> None:
+        super().__init__(status=status)
+        self._keep_alive = keep_alive
+        self._eof_sent = True  # prepare() and write_eof() return at once (guarded by tests)
+
+
+def _write_whole(
+    request: web.BaseRequest,
+    method: str,
+    message: RawResponseMessage,
+    body: bytes,
+    exchange: Exchange,
+) -> web.StreamResponse:
+    """Write an answer that has arrived whole (as a small one does: in the packets of its head)
+    in one write, head and body, straight to the client's socket. aiohttp's response machinery
+    would cost more than the rest of the response path (bench/README.md); the bytes are what
+    it writes, except that the upstream's header lines pass byte for byte, and that no Server
+    or Content-Type header is invented."""
+    version = request.version
+    keep_alive = request.keep_alive
+    headers = message.headers
+    head = [
+        f"HTTP/{version.major}.{version.minor} {message.code} {message.reason}\r\n".encode(
+            "utf-8", "surrogateescape"
+        ),
+        response_header_lines(headers, message.raw_headers),
+    ]
+    if hdrs.CONTENT_LENGTH not in headers and method != "HEAD":
+        head.append(b"Content-Length: %d\r\n" % len(body))  # it came chunked: now framed
+    if hdrs.DATE not in headers:
+        head.append(f"Date: {formatdate(usegmt=True)}\r\n".encode())
+    if version == HttpVersion11:
+        if not keep_alive:
+            head.append(b"Connection: close\r\n")
+    elif keep_alive:
+        head.append(b"Connection: keep-alive\r\n")  # an HTTP/1.0 client asked for it
+    head.append(b"\r\n")
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        exchange.outcome = "client_disconnected"
+        return _Written(message.code, keep_alive=False)
+    head.append(body)
+    transport.write(b"".join(head))
+    exchange.bytes_sent = len(body)
+    return _Written(message.code, keep_alive)
 
 
 class _HeadersWithFirstChunk(web.StreamResponse):
@@ -279,6 +339,16 @@ async def forward(
         exchange.status = message.code
         exchange.request_id = headers.get("x-amzn-RequestId")
         exchange.error_type = headers.get("x-amzn-ErrorType")
+        if (
+            payload.is_eof()
+            and payload.exception() is None
+            and message.code not in NO_BODY_STATUSES
+            and not (cors.enabled and hdrs.ORIGIN in request.headers)
+        ):
+            try:
+                return _write_whole(request, method, message, payload.read_nowait(), exchange)
+            finally:
+                connection.release()  # the answer is all read: the connection is free
         response = _HeadersWithFirstChunk(
             status=message.code,
             reason=message.reason,

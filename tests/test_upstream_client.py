@@ -12,16 +12,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, cast
 
 import pytest
-from aiohttp import ClientTimeout, http_writer
+from aiohttp import ClientTimeout
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.headers import request_headers_to_forward
-from tests.conftest import route, running_proxy
+from proxy.protocol import JsonErrorRequestHandler
+from tests.conftest import raw_response, route, running_proxy
 
 Answer = Callable[[asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -91,6 +95,17 @@ def ok(body: bytes = b"ok", extra: str = "") -> Answer:
         writer.write(
             f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
         )
+        await writer.drain()
+
+    return answer
+
+
+def in_two_parts(first: bytes, pause: float, rest: bytes) -> Answer:
+    async def answer(writer: asyncio.StreamWriter, _: int) -> None:
+        writer.write(first)
+        await writer.drain()
+        await asyncio.sleep(pause)
+        writer.write(rest)
         await writer.drain()
 
     return answer
@@ -226,13 +241,9 @@ async def test_a_malformed_answer_is_a_502_that_says_so(aws_keys: None) -> None:
 async def test_a_slow_function_gets_its_head_to_the_client_at_once(aws_keys: None) -> None:
     """The head is held back for the body only when the body is already there."""
 
-    async def answer(writer: asyncio.StreamWriter, _: int) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-        await writer.drain()
-        await asyncio.sleep(0.5)
-        writer.write(b"4\r\nlate\r\n0\r\n\r\n")
-        await writer.drain()
-
+    answer = in_two_parts(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 0.5, b"4\r\nlate\r\n0\r\n\r\n"
+    )
     async with (
         scripted(answer) as upstream,
         running_proxy(routes=[route("/fn", f"http://127.0.0.1:{upstream.port}")]) as proxy,
@@ -246,36 +257,151 @@ async def test_a_slow_function_gets_its_head_to_the_client_at_once(aws_keys: Non
     assert head_after < 0.4 < body_after
 
 
-async def test_a_ready_answer_goes_out_in_one_write(
-    aws_keys: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Head and body of an answer that arrived whole leave in one write to the client socket
-    (aiohttp's private `_send_headers_immediately`: this fails if aiohttp changes it)."""
-    writes: list[int] = []
-    original_write = http_writer.StreamWriter._write
-    original_writelines = http_writer.StreamWriter._writelines
+class CountingTransport:
+    """The proxy's side of a client connection, recording each write it is given."""
 
-    def count_write(self: http_writer.StreamWriter, chunk: bytes) -> None:
-        writes.append(1)
-        original_write(self, chunk)
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self.writes: list[bytes] = []
 
-    def count_writelines(self: http_writer.StreamWriter, chunks: list[bytes]) -> None:
-        writes.append(1)
-        original_writelines(self, chunks)
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self._transport.write(data)
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        self.writes.append(b"".join(chunks))
+        self._transport.writelines(chunks)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+@pytest.fixture
+def client_writes(monkeypatch: pytest.MonkeyPatch) -> list[CountingTransport]:
+    """Every client connection the proxy accepts from now on, its writes recorded."""
+    accepted: list[CountingTransport] = []
+    original = JsonErrorRequestHandler.connection_made
+
+    def connection_made(self: JsonErrorRequestHandler, transport: asyncio.BaseTransport) -> None:
+        accepted.append(counting := CountingTransport(cast(asyncio.Transport, transport)))
+        original(self, cast(asyncio.Transport, counting))
+
+    monkeypatch.setattr(JsonErrorRequestHandler, "connection_made", connection_made)
+    return accepted
+
+
+async def through_the_proxy(answer_bytes: bytes) -> tuple[bytes, bytes]:
+    """(head, body) a client gets for a GET when the upstream answers `answer_bytes` at once."""
+
+    async def answer(writer: asyncio.StreamWriter, _: int) -> None:
+        writer.write(answer_bytes)
+        await writer.drain()
 
     async with (
-        scripted(ok(b'{"small": true}')) as upstream,
+        scripted(answer) as upstream,
         running_proxy(routes=[route("/fn", f"http://127.0.0.1:{upstream.port}")]) as proxy,
     ):
-        async with proxy.client.get(proxy.url + "/fn/warm") as response:
-            await response.read()
-        monkeypatch.setattr(http_writer.StreamWriter, "_write", count_write)
-        monkeypatch.setattr(http_writer.StreamWriter, "_writelines", count_writelines)
+        return await raw_response(
+            int(proxy.url.rsplit(":", 1)[1]), b"GET /fn/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        )
+
+
+WHOLE = (
+    b"HTTP/1.1 201 Made\r\nContent-Length: 15\r\nx-amzn-RequestId: r-1\r\n"
+    b"Set-Cookie: a=1\r\nset-cookie: b=2\r\nX-Odd-Case: kept  as\tsent\r\n"
+    b"Date: Sat, 21 Nov 2026 05:40:55 GMT\r\nConnection: keep-alive, X-Hop\r\n"
+    b'X-Hop: private\r\nKeep-Alive: timeout=5\r\n\r\n{"small": true}'
+)
+
+
+async def test_a_whole_answer_goes_out_in_one_write_as_it_came(
+    aws_keys: None, client_writes: list[CountingTransport]
+) -> None:
+    """An answer that arrived whole leaves in one write: its header lines byte for byte as the
+    upstream sent them, less the hop-by-hop ones (and those its Connection header names)."""
+    head, body = await through_the_proxy(WHOLE)
+    (connection,) = client_writes
+    assert connection.writes == [head + body]
+    assert body == b'{"small": true}'
+    assert head == (
+        b"HTTP/1.1 201 Made\r\nContent-Length: 15\r\nx-amzn-RequestId: r-1\r\n"
+        b"Set-Cookie: a=1\r\nset-cookie: b=2\r\nX-Odd-Case: kept  as\tsent\r\n"
+        b"Date: Sat, 21 Nov 2026 05:40:55 GMT\r\n\r\n"
+    )
+
+
+async def test_a_whole_chunked_answer_gets_a_length_and_a_date(aws_keys: None) -> None:
+    head, body = await through_the_proxy(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    )
+    assert body == b"hello world"
+    lines = head.decode().split("\r\n")
+    assert "Content-Length: 11" in lines
+    assert not any(line.lower().startswith("transfer-encoding") for line in lines)
+    (date,) = [line for line in lines if line.startswith("Date: ")]
+    assert parsedate_to_datetime(date[6:]).tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("request_head", "connection", "stays_open"),
+    [
+        (b"GET /fn/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", None, True),
+        (b"GET /fn/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", b"close", False),
+        (b"GET /fn/x HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", None, False),
+        (
+            b"GET /fn/x HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n",
+            b"keep-alive",
+            True,
+        ),
+    ],
+)
+async def test_a_whole_answer_keeps_the_clients_connection_as_asked(
+    aws_keys: None, request_head: bytes, connection: bytes | None, stays_open: bool
+) -> None:
+    async with (
+        scripted(ok(b"hello")) as upstream,
+        running_proxy(routes=[route("/fn", f"http://127.0.0.1:{upstream.port}")]) as proxy,
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.url.rsplit(":", 1)[1])
+        try:
+            writer.write(request_head)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert await reader.readexactly(5) == b"hello"
+            if stays_open:
+                writer.write(request_head)  # a second request on the same connection
+                again = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                assert again.startswith(head.split(b" ", 1)[0] + b" 200")
+            else:
+                assert await asyncio.wait_for(reader.read(), 5) == b""  # closed after it
+        finally:
+            writer.close()
+    version = request_head.split(b"\r\n")[0].rsplit(b" ", 1)[1]
+    assert head.startswith(version + b" 200 OK\r\n")
+    said = re.findall(rb"(?i)\r\nconnection: *([^\r]*)", head)
+    assert said == ([connection] if connection else [])
+
+
+async def test_an_answer_still_arriving_leaves_with_its_first_part(
+    aws_keys: None, client_writes: list[CountingTransport]
+) -> None:
+    """The head waits for a first part that has already arrived, then both leave in one write
+    (aiohttp's private `_send_headers_immediately`: this fails if aiohttp changes it)."""
+
+    answer = in_two_parts(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+        0.3,
+        b"4\r\nlast\r\n0\r\n\r\n",
+    )
+    async with (
+        scripted(answer) as upstream,
+        running_proxy(routes=[route("/fn", f"http://127.0.0.1:{upstream.port}")]) as proxy,
+    ):
         async with proxy.client.get(proxy.url + "/fn/x") as response:
-            assert await response.read() == b'{"small": true}'
-        monkeypatch.undo()
-    # The test's own client writes its request through aiohttp's StreamWriter too: one write.
-    assert len(writes) == 2
+            assert await response.read() == b"firstlast"
+    (connection,) = client_writes
+    first = connection.writes[0]
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n") and first.endswith(b"\r\n\r\n5\r\nfirst\r\n")
 
 
 async def test_plain_http_through_an_http_proxy_uses_the_absolute_form(
