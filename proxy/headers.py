@@ -90,13 +90,7 @@ def response_header_lines(
     (`raw_headers`, from aiohttp's parser), repeated ones such as Set-Cookie all kept."""
     named = headers.getall(hdrs.CONNECTION, ())
     dropped = _dropped_raw(",".join(named)) if named else _DROPPED_RESPONSE_RAW
-    return b"".join(
-        [
-            name + b": " + value + b"\r\n"
-            for name, value in raw_headers
-            if name.lower() not in dropped
-        ]
-    )
+    return b"".join([b"%s: %s\r\n" % kv for kv in raw_headers if kv[0].lower() not in dropped])
 
 
 def response_headers_to_return(headers: MultiMapping[str]) -> CIMultiDict[str]:

@@ -134,6 +134,39 @@ def sign(
     `now` may be given already formatted (amz_date), as a clock that caches it per second does.
     """
     timestamp = now if isinstance(now, str) else amz_date(now)
+    proof = authorization(
+        method, host, path, query, payload_hash, credentials, region, service, timestamp
+    )
+    headers = [("x-amz-content-sha256", payload_hash), ("x-amz-date", timestamp)]
+    if credentials.token:
+        headers.append(("x-amz-security-token", credentials.token))
+    headers.append(("Authorization", proof))
+    return headers
+
+
+def signed_header_lines(
+    payload_hash: str, timestamp: str, token: str | None, authorization: str
+) -> str:
+    """sign()'s headers as HTTP/1.1 header lines, ready to write: what the proxy sends."""
+    token_line = f"x-amz-security-token: {token}\r\n" if token else ""
+    return (
+        f"x-amz-content-sha256: {payload_hash}\r\nx-amz-date: {timestamp}\r\n{token_line}"
+        f"Authorization: {authorization}\r\n"
+    )
+
+
+def authorization(
+    method: str,
+    host: str,
+    path: str,
+    query: str,
+    payload_hash: str,
+    credentials: Credentials,
+    region: str,
+    service: str,
+    timestamp: str,
+) -> str:
+    """The Authorization header's value (positional arguments: the request path calls it)."""
     date = timestamp[:8]
     token = credentials.token
     # The canonical header block, built directly: the names are fixed, lower-case and sorted,
@@ -152,17 +185,10 @@ def sign(
     scope = f"{date}/{region}/{service}/aws4_request"
     key = signing_key(credentials.secret_key, date, region, service)
     proof = key.hmac_hex(string_to_sign(timestamp, scope, request).encode())
-    headers = [("x-amz-content-sha256", payload_hash), ("x-amz-date", timestamp)]
-    if token:
-        headers.append(("x-amz-security-token", token))
-    headers.append(
-        (
-            "Authorization",
-            f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
-            f"SignedHeaders={signed}, Signature={proof}",
-        )
+    return (
+        f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
+        f"SignedHeaders={signed}, Signature={proof}"
     )
-    return headers
 
 
 class AmzClock:

@@ -16,6 +16,7 @@ import logging
 import ssl
 from dataclasses import dataclass
 from email.utils import formatdate
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,7 +33,7 @@ from aiohttp import (
 )
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.connector import Connection
-from aiohttp.http import HttpVersion11
+from aiohttp.http import HttpVersion, HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import RawResponseMessage
 from aiohttp.streams import EofStream, StreamReader
@@ -46,7 +47,13 @@ from proxy.headers import (
     response_headers_to_return,
 )
 from proxy.routing import Upstream
-from proxy.signing import EMPTY_SHA256, AmzClock, Credentials, sign
+from proxy.signing import (
+    EMPTY_SHA256,
+    AmzClock,
+    Credentials,
+    authorization,
+    signed_header_lines,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +144,7 @@ def _write_whole(
     keep_alive = request.keep_alive
     headers = message.headers
     head = [
-        f"HTTP/{version.major}.{version.minor} {message.code} {message.reason}\r\n".encode(
-            "utf-8", "surrogateescape"
-        ),
+        _status_line(version, message.code, message.reason),
         response_header_lines(headers, message.raw_headers),
     ]
     if hdrs.CONTENT_LENGTH not in headers and method != "HEAD":
@@ -160,6 +165,14 @@ def _write_whole(
     transport.write(b"".join(head))
     exchange.bytes_sent = len(body)
     return _Written(message.code, keep_alive)
+
+
+@lru_cache(maxsize=64)
+def _status_line(version: HttpVersion, code: int, reason: str) -> bytes:
+    return f"HTTP/{version.major}.{version.minor} {code} {reason}\r\n".encode(
+        "utf-8",
+        "surrogateescape",  # the upstream's bytes, as they came
+    )
 
 
 class _HeadersWithFirstChunk(web.StreamResponse):
@@ -298,25 +311,24 @@ async def forward(
     try:
         for attempt in range(1, attempts + 1):
             # Signed per attempt: a request must reach AWS within 5 minutes of its x-amz-date.
-            signed = sign(
-                method=method,
-                host=upstream.host_header,
-                path=upstream_path,
-                query=query,
-                payload_hash=payload_hash,
-                credentials=credentials,
-                region=upstream.region,
-                service=upstream.service,
-                now=AMZ_CLOCK(),
+            timestamp = AMZ_CLOCK()
+            signed = signed_header_lines(
+                payload_hash,
+                timestamp,
+                credentials.token,
+                authorization(
+                    method,
+                    upstream.host_header,
+                    upstream_path,
+                    query,
+                    payload_hash,
+                    credentials,
+                    upstream.region,
+                    upstream.service,
+                    timestamp,
+                ),
             )
-            head = _request_head(
-                method,
-                target,
-                upstream,
-                forwarded,
-                framing,
-                "".join(f"{name}: {value}\r\n" for name, value in signed),
-            )
+            head = _request_head(method, target, upstream, forwarded, framing, signed)
             try:
                 connection, message, payload = await _send(client, upstream, method, head, body)
                 break

@@ -21,10 +21,12 @@ from proxy.signing import (
     Credentials,
     SigningKey,
     amz_date,
+    authorization,
     canonical_request,
     credential_scope,
     sign,
     signature,
+    signed_header_lines,
     signing_key,
     string_to_sign,
 )
@@ -121,19 +123,28 @@ def test_matches_botocore(
     now = datetime(2026, 11, 21, 5, 30, 1, tzinfo=UTC)
     host = "abc123.lambda-url.eu-west-1.on.aws"
 
-    ours = dict(
-        sign(
-            method=method,
-            host=host,
-            path=path,
-            query=query,
-            payload_hash=hashlib.sha256(body).hexdigest(),
-            credentials=creds,
-            region="eu-west-1",
-            service="lambda",
-            now=now,
-        )
+    payload_hash = hashlib.sha256(body).hexdigest()
+    headers = sign(
+        method=method,
+        host=host,
+        path=path,
+        query=query,
+        payload_hash=payload_hash,
+        credentials=creds,
+        region="eu-west-1",
+        service="lambda",
+        now=now,
     )
+    ours = dict(headers)
+    # What the proxy writes: the same headers, as header lines.
+    stamp = amz_date(now)
+    lines = signed_header_lines(
+        payload_hash,
+        stamp,
+        token,
+        authorization(method, host, path, query, payload_hash, creds, "eu-west-1", "lambda", stamp),
+    )
+    assert lines == "".join(f"{name}: {value}\r\n" for name, value in headers)
     theirs = _botocore_headers(
         method, f"https://{host}{path}{'?' + query if query else ''}", body, creds, now
     )
