@@ -19,6 +19,7 @@ from typing import Any, Final, TypeVar
 
 from aiohttp import hdrs, web
 
+from proxy.deadline import Deadline
 from proxy.errors import (
     ERROR_HEADER,
     BadRequest,
@@ -224,13 +225,17 @@ async def handle(
         credentials = await upstream.identity.credentials()  # before reading a body for nothing
         body = b""
         if request.body_exists:  # no timer for the bodiless majority
+            deadline = Deadline(task, state.settings.body_timeout)
             try:
-                async with asyncio.timeout(state.settings.body_timeout):
-                    body = await read_body(request, state.settings.max_body_size)
-            except TimeoutError:
+                body = await read_body(request, state.settings.max_body_size)
+            except asyncio.CancelledError:
+                if not deadline.reached():
+                    raise
                 raise RequestTimeout(
                     f"the request body did not arrive within {state.settings.body_timeout:g} s"
                 ) from None
+            finally:
+                deadline.cancel()
         return await forward(
             request, client, upstream, credentials, path, query, body, exchange, cors, task
         )

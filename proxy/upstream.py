@@ -40,6 +40,7 @@ from aiohttp.streams import EofStream, StreamReader
 from yarl import URL
 
 from proxy.cors import CorsPolicy
+from proxy.deadline import Deadline
 from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
 from proxy.headers import (
     request_headers_to_forward,
@@ -202,36 +203,6 @@ def _unreachable(
     )
 
 
-class _Deadline:
-    """The route's timeout over one whole forward (connecting, the answer, its body): the task
-    is cancelled when it passes. What asyncio.timeout() does, at half its cost per request."""
-
-    __slots__ = ("_handle", "_reached", "_task")
-
-    def __init__(self, task: asyncio.Task[Any], seconds: float | None) -> None:
-        self._reached = False
-        self._task = task
-        self._handle = (
-            None if seconds is None else task.get_loop().call_later(seconds, self._expire)
-        )
-
-    def _expire(self) -> None:
-        self._reached = True
-        self._task.cancel()
-
-    def reached(self) -> bool:
-        """True once, in the CancelledError the deadline caused; the cancel is then undone."""
-        if self._reached:
-            self._reached = False
-            self._task.uncancel()
-            return True
-        return False
-
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-
-
 def _timed_out(upstream: Upstream) -> UpstreamTimeout:
     return UpstreamTimeout(
         f"route {upstream.prefix!r}: {upstream.url} did not answer within "
@@ -307,7 +278,7 @@ async def forward(
         framing += f"Proxy-Authorization: {upstream.proxy_authorization}\r\n"
     attempts = 2 if method in IDEMPOTENT else 1
     response: web.StreamResponse | None = None
-    deadline = _Deadline(task, upstream.timeout.total)
+    deadline = Deadline(task, upstream.timeout.total)
     try:
         for attempt in range(1, attempts + 1):
             # Signed per attempt: a request must reach AWS within 5 minutes of its x-amz-date.
