@@ -39,12 +39,26 @@ STEPS: Final = (
         ),
     ),
     ("socket writes (transport.write)", ("StreamWriter._write (",)),
-    ("access log (Exchange, log_access)", ("log_access (", "Exchange.__init__ (")),
-    ("signing incl. amz_date", ("sign (signing.py", "amz_date (")),
+    (
+        "access log (Exchange, log_access, batched write)",
+        ("log_access (", "Exchange.__init__ (", "LogHandler.", "TextFormatter.access_line ("),
+    ),
+    (
+        "signing",
+        (
+            "sign (signing.py",
+            "amz_date (",
+            "authorization (signing.py",
+            "signed_header_lines (",
+            "SigningKey.",
+            "string_to_sign (",
+            "AmzClock.",
+        ),
+    ),
     ("target canonicalisation", ("split_target (",)),
     ("routing", ("Router.match (",)),
     ("request header filter", ("request_headers_to_forward (",)),
-    ("response header filter", ("response_headers_to_return (",)),
+    ("response header lines", ("response_headers_to_return (", "response_header_lines (")),
     ("request head (format, encode)", ("_request_head (",)),
     ("CORS origin check", ("check_origin (", "is_preflight (")),
     ("body read + hash", ("read_body (", "sha256")),
@@ -65,6 +79,10 @@ STEPS: Final = (
         ),
     ),
     (
+        "whole answer: status line, one transport.write (its syscall)",
+        ("_write_whole (upstream.py", "_status_line (", "_Written."),
+    ),
+    (
         "aiohttp server: response headers (prepare)",
         ("StreamResponse.prepare (", "StreamResponse.__init__ ("),
     ),
@@ -74,7 +92,7 @@ STEPS: Final = (
     ),
     (
         "proxy handler, own lines (handle, forward)",
-        ("handle (app.py", "forward (upstream.py"),
+        ("handle (app.py", "forward (upstream.py", "Deadline.", "dispatch (app.py"),
     ),
     (
         "aiohttp server: parsing, dispatch, keep-alive",
