@@ -135,7 +135,7 @@ class TextFormatter(logging.Formatter):
             f"{duration_ms:>8.1f}ms {exchange.bytes_sent:>9}B {exchange.route:<12} "
             f"{exchange.path} id={exchange.request_id or '-'}"
         )
-        if exchange.outcome or hint:
+        if exchange.outcome or exchange.detail or hint:
             line += _outcome_text(exchange.outcome, exchange.detail, exchange.error_type, hint)
         return self._coloured(line, levelname)
 
