@@ -330,6 +330,24 @@ async def test_a_whole_answer_goes_out_in_one_write_as_it_came(
     )
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Evil: a\rb\r\n\r\nok",  # bare CR
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Evil: a\x00b\r\n\r\nok",  # NUL
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Fold: a\r\n b\r\n\r\nok",  # obs-fold
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Lf: a\nX-Next: 1\r\n\r\nok",  # bare LF
+    ],
+)
+async def test_raw_header_lines_are_never_split(aws_keys: None, answer: bytes) -> None:
+    """Header lines pass byte for byte only because aiohttp's parser refuses a CR inside a
+    value, unfolds folded ones and ends a line at a bare LF: a 502, or lines that are whole."""
+    head, _ = await through_the_proxy(answer)
+    lines = head.split(b"\r\n")[:-2]  # the head ends with an empty line
+    assert all(b"\r" not in line and b"\n" not in line and b"\x00" not in line for line in lines)
+    assert head.startswith((b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 502 Bad Gateway\r\n"))
+
+
 async def test_a_whole_chunked_answer_gets_a_length_and_a_date(aws_keys: None) -> None:
     head, body = await through_the_proxy(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
