@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 import time
-from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii as _json_str  # json.dumps's own (in C)
 from typing import Any, Final, Protocol, TextIO
 
 from aiohttp.http_exceptions import HttpProcessingError
@@ -41,6 +42,11 @@ class AccessFormatter(Protocol):
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._second_text = ""
+
     def format(self, record: logging.LogRecord) -> str:
         entry = self._entry(record.created, record.levelname, record.name, record.getMessage())
         entry.update(getattr(record, "fields", {}))
@@ -56,19 +62,48 @@ class JsonFormatter(logging.Formatter):
         duration_ms: float,
         hint: str | None,
     ) -> str:
-        fields = access_fields(exchange, duration_ms, hint)
-        entry = self._entry(created, levelname, access_log.name, access_message(fields))
-        entry.update(fields)
-        return json.dumps(entry, default=str)
+        # What json.dumps writes for _entry() updated with access_fields(), written out
+        # directly: a third of its cost, on every request of a container (JSON by default).
+        # tests/test_logs.py checks the two are the same bytes.
+        message = access_message(exchange, duration_ms, hint)
+        return (
+            f'{{"time": "{self._time(created)}", "level": "{levelname.lower()}", '
+            f'"logger": "{access_log.name}", "message": {_json_str(message)}, '
+            f'"event": "access", "method": {_json_str(exchange.method)}, '
+            f'"path": {_json_str(exchange.path)}, "route": {_json_str(exchange.route)}, '
+            f'"status": {exchange.status}, "duration_ms": {round(duration_ms, 1)!r}, '
+            f'"bytes": {exchange.bytes_sent}, '
+            f'"upstream_request_id": {_json_or_null(exchange.request_id)}, '
+            f'"upstream_error_type": {_json_or_null(exchange.error_type)}, '
+            f'"outcome": {_json_or_null(exchange.outcome)}, '
+            f'"detail": {_json_or_null(exchange.detail)}, "hint": {_json_or_null(hint)}}}'
+        )
 
-    @staticmethod
-    def _entry(created: float, levelname: str, logger: str, message: str) -> dict[str, Any]:
+    def _entry(self, created: float, levelname: str, logger: str, message: str) -> dict[str, Any]:
         return {
-            "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+            "time": self._time(created),
             "level": levelname.lower(),
             "logger": logger,
             "message": message,
         }
+
+    def _time(self, created: float) -> str:
+        """datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"), with the
+        date and time formatted once a second rather than once a line."""
+        fraction, whole = math.modf(created)
+        second = int(whole)
+        microseconds = round(fraction * 1e6)  # as datetime rounds: half to even
+        if microseconds >= 1_000_000:
+            second += 1
+            microseconds -= 1_000_000
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._second_text}.{microseconds // 1000:03d}+00:00"
+
+
+def _json_or_null(value: str | None) -> str:
+    return "null" if value is None else _json_str(value)
 
 
 class MalformedRequestFilter(logging.Filter):
@@ -281,15 +316,12 @@ def _outcome_text(
     return text
 
 
-def access_message(fields: dict[str, Any]) -> str:
+def access_message(exchange: Exchange, duration_ms: float, hint: str | None) -> str:
     """The access line's message, as the JSON format's "message" carries it."""
     return (
-        f"{fields['method']} {fields['path']} -> {fields['route']} {fields['status']} "
-        f"{fields['duration_ms']:.1f}ms {fields['bytes']}B "
-        f"id={fields['upstream_request_id'] or '-'}"
-    ) + _outcome_text(
-        fields["outcome"], fields["detail"], fields["upstream_error_type"], fields["hint"]
-    )
+        f"{exchange.method} {exchange.path} -> {exchange.route} {exchange.status} "
+        f"{duration_ms:.1f}ms {exchange.bytes_sent}B id={exchange.request_id or '-'}"
+    ) + _outcome_text(exchange.outcome, exchange.detail, exchange.error_type, hint)
 
 
 def access_fields(exchange: Exchange, duration_ms: float, hint: str | None) -> dict[str, Any]:
@@ -331,6 +363,6 @@ def log_access(exchange: Exchange, seconds: float) -> None:
         fields = access_fields(exchange, duration_ms, hint)
         access_log.log(
             level,
-            access_message(fields),
+            access_message(exchange, duration_ms, hint),
             extra={"fields": fields, "access": (exchange, duration_ms, hint)},
         )

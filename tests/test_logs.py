@@ -9,8 +9,11 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy import logs
 from proxy.upstream import Exchange
@@ -135,3 +138,47 @@ async def test_a_full_batch_is_written_at_once(configured: io.StringIO) -> None:
         logs.log_access(EXCHANGES[0], 0.001)
     assert stream.writes == 1  # memory stays bounded however fast requests come
     assert len(_lines(stream)) == logs.LogHandler.FLUSH_LINES
+
+
+def _dumped(created: float, level: str, exchange: Exchange, duration_ms: float) -> str:
+    """The JSON access line as json.dumps writes it: what the direct line must equal."""
+    hint = logs.upstream_hint(exchange.status, exchange.error_type)
+    entry = {
+        "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+        "level": level.lower(),
+        "logger": "proxy.access",
+        "message": logs.access_message(exchange, duration_ms, hint),
+        **logs.access_fields(exchange, duration_ms, hint),
+    }
+    return json.dumps(entry, default=str)
+
+
+text = st.text(alphabet=st.characters(codec="utf-8"), max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    created=st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    path=text,
+    request_id=st.none() | text,
+    detail=st.none() | text,
+    duration_ms=st.floats(min_value=0, max_value=1e7, allow_nan=False),
+)
+def test_the_json_line_is_what_json_dumps_writes(
+    created: float, path: str, request_id: str | None, detail: str | None, duration_ms: float
+) -> None:
+    formatter = logs.JsonFormatter()
+    for exchange in [
+        *EXCHANGES,
+        Exchange("GET", path, "/fn", 502, 7, request_id, None, "upstream_unreachable", detail),
+    ]:
+        hint = logs.upstream_hint(exchange.status, exchange.error_type)
+        line = formatter.access_line(created, "WARNING", exchange, duration_ms, hint)
+        assert line == _dumped(created, "WARNING", exchange, duration_ms)
+
+
+@pytest.mark.parametrize("created", [0.0, 1.0005, 1.9995, 1.9999995, 1.99999949, 1795000000.123456])
+def test_json_time_is_datetimes(created: float) -> None:
+    formatter = logs.JsonFormatter()
+    expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    assert formatter._time(created) == expected
