@@ -198,7 +198,7 @@ class LogHandler(logging.StreamHandler[TextIO]):
         self.setFormatter(formatter)
         self.access_formatter: AccessFormatter = formatter
         self._waiting: list[str] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._flush_on: asyncio.AbstractEventLoop | None = None  # a flush is scheduled there
 
     def write_access(
         self, levelname: str, exchange: Exchange, duration_ms: float, hint: str | None
@@ -210,21 +210,22 @@ class LogHandler(logging.StreamHandler[TextIO]):
             waiting = self._waiting
             waiting.append(line)
             if len(waiting) < self.FLUSH_LINES:
-                if self._timer is not None:
+                if self._flush_on is not None and not self._flush_on.is_closed():
                     return
                 try:
                     loop = asyncio.get_running_loop()
                 except RuntimeError:  # no event loop to flush later (a test, a script)
                     pass
                 else:
-                    self._timer = loop.call_later(self.FLUSH_INTERVAL, self.flush)
+                    loop.call_later(self.FLUSH_INTERVAL, self.flush)
+                    self._flush_on = loop
                     return
             self._write_waiting()
 
     def _write_waiting(self) -> None:
         """With the lock held. A pending timer is left to find nothing: cancelling it from
         another thread (one that logs a line) would not be safe."""
-        self._timer = None
+        self._flush_on = None
         if not self._waiting:
             return
         text = "\n".join(self._waiting) + "\n"

@@ -182,3 +182,20 @@ def test_json_time_is_datetimes(created: float) -> None:
     formatter = logs.JsonFormatter()
     expected = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
     assert formatter._time(created) == expected
+
+
+def test_lines_still_flush_on_a_later_event_loop(configured: io.StringIO) -> None:
+    """A flush scheduled on a loop that closed before it ran does not hold up the next loop's."""
+    logs.configure("text", "info", configured)
+
+    async def log_one() -> None:
+        logs.log_access(EXCHANGES[0], 0.001)
+
+    async def log_one_and_wait() -> None:
+        logs.log_access(EXCHANGES[0], 0.001)
+        await asyncio.sleep(logs.LogHandler.FLUSH_INTERVAL * 4)
+
+    asyncio.run(log_one())  # its flush never runs: the loop is gone first
+    assert _lines(configured) == []
+    asyncio.run(log_one_and_wait())
+    assert len(_lines(configured)) == 2
