@@ -57,7 +57,7 @@ STEPS: Final = (
     ),
     ("target canonicalisation", ("split_target (",)),
     ("routing", ("Router.match (",)),
-    ("request header filter", ("request_headers_to_forward (",)),
+    ("request header filter", ("request_header_lines (",)),
     ("response header lines", ("response_headers_to_return (", "response_header_lines (")),
     ("request head (format, encode)", ("_request_head (",)),
     ("CORS origin check", ("check_origin (", "is_preflight (")),

@@ -41,11 +41,10 @@ DROPPED_REQUEST: Final = HOP_BY_HOP | frozenset(
         "x-proxy-token",
     )
 )
-DROPPED_REQUEST_PREFIXES: Final = ("x-amz-", "x-forwarded-")
+DROPPED_REQUEST_PREFIXES: Final = (b"x-amz-", b"x-forwarded-")
 
 # The proxy frames the body to the client itself (chunked or the upstream's Content-Length).
 DROPPED_RESPONSE: Final = HOP_BY_HOP
-_DROPPED_RESPONSE_RAW: Final = frozenset(name.encode() for name in DROPPED_RESPONSE)
 
 
 def _dropped(headers: MultiMapping[str], dropped: frozenset[str]) -> frozenset[str]:
@@ -60,25 +59,35 @@ def _with_named(dropped: frozenset[str], connection: str) -> frozenset[str]:
     return dropped | {token.strip().lower() for token in connection.split(",")}
 
 
+def _dropped_raw(headers: MultiMapping[str], dropped: frozenset[str]) -> frozenset[bytes]:
+    """_dropped() as lower-case bytes, for raw header names."""
+    named = headers.getall(hdrs.CONNECTION, ())
+    return _raw_names(dropped, ",".join(named) if named else "")
+
+
 @lru_cache(maxsize=256)
-def _dropped_raw(connection: str) -> frozenset[bytes]:
-    names = _with_named(DROPPED_RESPONSE, connection)
+def _raw_names(dropped: frozenset[str], connection: str) -> frozenset[bytes]:
+    names = _with_named(dropped, connection) if connection else dropped
     return frozenset(name.encode("utf-8", "surrogateescape") for name in names)
 
 
-def request_headers_to_forward(headers: MultiMapping[str]) -> str:
+def request_header_lines(
+    headers: MultiMapping[str], raw_headers: Iterable[tuple[bytes, bytes]]
+) -> bytes:
     """The client's headers that may go upstream as HTTP/1.1 header lines, ready to write:
-    every repeated value kept, in order."""
-    dropped = _dropped(headers, DROPPED_REQUEST)
+    byte for byte as they came (`raw_headers`, from aiohttp's parser), every repeated value
+    kept, in order."""
+    dropped = _dropped_raw(headers, DROPPED_REQUEST)
+    prefixes = DROPPED_REQUEST_PREFIXES
     lines = [
-        f"{name}: {value}\r\n"
-        for name, value in headers.items()
-        if (lower := name.lower()) not in dropped and not lower.startswith(DROPPED_REQUEST_PREFIXES)
+        b"%s: %s\r\n" % kv
+        for kv in raw_headers
+        if (lower := kv[0].lower()) not in dropped and not lower.startswith(prefixes)
     ]
-    block = "".join(lines)
+    block = b"".join(lines)
     # aiohttp's parser never yields a CR or LF inside a name or value; if one ever did, it
     # could smuggle a header into the signed request. One count over the block checks them all.
-    if block.count("\n") != len(lines) or block.count("\r") != len(lines):
+    if block.count(b"\n") != len(lines) or block.count(b"\r") != len(lines):
         raise ValueError("a request header holds a CR or LF")
     return block
 
@@ -88,8 +97,7 @@ def response_header_lines(
 ) -> bytes:
     """The upstream's header lines for the client, ready to write: byte for byte as they came
     (`raw_headers`, from aiohttp's parser), repeated ones such as Set-Cookie all kept."""
-    named = headers.getall(hdrs.CONNECTION, ())
-    dropped = _dropped_raw(",".join(named)) if named else _DROPPED_RESPONSE_RAW
+    dropped = _dropped_raw(headers, DROPPED_RESPONSE)
     return b"".join([b"%s: %s\r\n" % kv for kv in raw_headers if kv[0].lower() not in dropped])
 
 

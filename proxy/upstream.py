@@ -43,7 +43,7 @@ from proxy.cors import CorsPolicy
 from proxy.deadline import Deadline
 from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
 from proxy.headers import (
-    request_headers_to_forward,
+    request_header_lines,
     response_header_lines,
     response_headers_to_return,
 )
@@ -244,12 +244,14 @@ async def _send(
 
 
 def _request_head(
-    method: str, target: str, upstream: Upstream, forwarded: str, framing: str, signed: str
+    method: str, target: str, upstream: Upstream, forwarded: bytes, framing: str, signed: str
 ) -> bytes:
+    # The target is canonical (ASCII), the host and the signed lines are ASCII too.
     return (
-        f"{method} {target} HTTP/1.1\r\nHost: {upstream.host_header}\r\n{forwarded}{signed}"
-        f"{framing}\r\n"
-    ).encode("utf-8", "surrogateescape")  # the client's bytes, as they came
+        f"{method} {target} HTTP/1.1\r\nHost: {upstream.host_header}\r\n".encode()
+        + forwarded
+        + f"{signed}{framing}\r\n".encode()
+    )
 
 
 async def forward(
@@ -264,11 +266,12 @@ async def forward(
     cors: CorsPolicy,
     task: asyncio.Task[Any],
 ) -> web.StreamResponse:
-    """Sign and send the request, then stream the answer back chunk by chunk as it arrives."""
+    """Sign and send the request; the answer goes back in one write if it has arrived whole,
+    else chunk by chunk as it arrives."""
     method = request.method
     try:
-        forwarded = request_headers_to_forward(request.headers)
-    except ValueError as error:  # never from aiohttp's parser: see request_headers_to_forward
+        forwarded = request_header_lines(request.headers, request.raw_headers)
+    except ValueError as error:  # never from aiohttp's parser: see request_header_lines
         raise BadRequest(f"refused to forward the request: {error}") from None
     upstream_path = upstream.path_for(path)
     payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
