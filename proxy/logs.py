@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from json.encoder import encode_basestring_ascii as _json_str  # json.dumps's own (in C)
-from typing import Any, Final, Protocol, TextIO
+from typing import Any, Final, TextIO
 
 from aiohttp.http_exceptions import HttpProcessingError
 
@@ -28,17 +28,6 @@ FORBIDDEN_HINTS: Final = {
     "ExpiredTokenException": "the credentials have expired: refresh them (aws sso login, or new "
     "temporary keys)",
 }
-
-
-class AccessFormatter(Protocol):
-    def access_line(
-        self,
-        created: float,
-        levelname: str,
-        exchange: Exchange,
-        duration_ms: float,
-        hint: str | None,
-    ) -> str: ...
 
 
 class JsonFormatter(logging.Formatter):
@@ -196,7 +185,7 @@ class LogHandler(logging.StreamHandler[TextIO]):
     def __init__(self, stream: TextIO, formatter: JsonFormatter | TextFormatter) -> None:
         super().__init__(stream)
         self.setFormatter(formatter)
-        self.access_formatter: AccessFormatter = formatter
+        self.access_formatter = formatter  # its access_line(), without a LogRecord
         self._waiting: list[str] = []
         self._flush_on: asyncio.AbstractEventLoop | None = None  # a flush is scheduled there
 
