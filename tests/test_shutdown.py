@@ -97,7 +97,8 @@ async def refused_within(port: int, timeout: float) -> float:
     while True:
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):
+            # Reset: the connect reached the listener's backlog just as the listener closed.
             return time.monotonic() - started
         writer.close()
         assert time.monotonic() - started < timeout, f"still accepting after {timeout} s"
