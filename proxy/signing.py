@@ -168,7 +168,28 @@ def authorization(
 ) -> str:
     """The Authorization header's value (positional arguments: the request path calls it)."""
     date = timestamp[:8]
-    token = credentials.token
+    request, signed = _canonical_request(
+        method, host, path, query, payload_hash, credentials.token, timestamp
+    )
+    scope = f"{date}/{region}/{service}/aws4_request"
+    key = signing_key(credentials.secret_key, date, region, service)
+    proof = key.hmac_hex(string_to_sign(timestamp, scope, request).encode())
+    return (
+        f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
+        f"SignedHeaders={signed}, Signature={proof}"
+    )
+
+
+def _canonical_request(
+    method: str,
+    host: str,
+    path: str,
+    query: str,
+    payload_hash: str,
+    token: str | None,
+    timestamp: str,
+) -> tuple[str, str]:
+    """(canonical request, signed header list) of what authorization() signs."""
     # The canonical header block, built directly: the names are fixed, lower-case and sorted,
     # and none of the values can hold white space to fold (tests/test_signing.py checks the
     # result against botocore on generated requests).
@@ -182,13 +203,38 @@ def authorization(
         block = f"host:{host}\nx-amz-content-sha256:{payload_hash}\nx-amz-date:{timestamp}\n"
         signed = "host;x-amz-content-sha256;x-amz-date"
     request = f"{method}\n{canonical_uri(path)}\n{query}\n{block}\n{signed}\n{payload_hash}"
-    scope = f"{date}/{region}/{service}/aws4_request"
-    key = signing_key(credentials.secret_key, date, region, service)
-    proof = key.hmac_hex(string_to_sign(timestamp, scope, request).encode())
-    return (
-        f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
-        f"SignedHeaders={signed}, Signature={proof}"
-    )
+    return request, signed
+
+
+class Explained(NamedTuple):
+    """What authorization() signs, for `--log-level debug`; the session token replaced by a
+    placeholder in the canonical request (the string to sign hashes the real one)."""
+
+    canonical_request: str
+    string_to_sign: str
+    signed_headers: str
+
+
+SESSION_TOKEN_SHOWN: Final = "<session token>"  # noqa: S105 - a placeholder, not a secret
+
+
+def explain(
+    method: str,
+    host: str,
+    path: str,
+    query: str,
+    payload_hash: str,
+    token: str | None,
+    region: str,
+    service: str,
+    timestamp: str,
+) -> Explained:
+    """authorization()'s canonical request and string to sign, without the session token."""
+    request, signed = _canonical_request(method, host, path, query, payload_hash, token, timestamp)
+    to_sign = string_to_sign(timestamp, credential_scope(timestamp[:8], region, service), request)
+    if token:
+        request = request.replace(token, SESSION_TOKEN_SHOWN)
+    return Explained(request, to_sign, signed)
 
 
 class AmzClock:

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import ssl
+import time
 from dataclasses import dataclass
 from email.utils import formatdate
 from functools import lru_cache
@@ -55,6 +56,8 @@ from proxy.signing import (
     authorization,
     signed_header_lines,
 )
+from proxy.trace import Trace
+from proxy.trace import log as trace_log
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,9 @@ class UpstreamClient:
         # One template request per origin and proxy: all the connector reads from it is which
         # connection to give (host, port, TLS, proxy), so it is built once, not per request.
         self._templates: dict[tuple[str, str, int | None, URL | None], ClientRequest] = {}
+        # Decided once: the log level belongs to the process (a reload asks for a restart), and
+        # at info level no request computes anything for the debug lines.
+        self.debug = trace_log.isEnabledFor(logging.DEBUG)
 
     async def connect(self, upstream: Upstream) -> Connection:
         key = (upstream.scheme, upstream.host, upstream.port, upstream.proxy)
@@ -211,10 +217,17 @@ def _timed_out(upstream: Upstream) -> UpstreamTimeout:
 
 
 async def _send(
-    client: UpstreamClient, upstream: Upstream, method: str, head: bytes, body: bytes
+    client: UpstreamClient,
+    upstream: Upstream,
+    method: str,
+    head: bytes,
+    body: bytes,
+    trace: Trace | None,
 ) -> tuple[Connection, RawResponseMessage, StreamReader]:
     """Write the request on a pooled connection and read the response head."""
     connection = await client.connect(upstream)
+    if trace is not None:
+        trace.connected = time.perf_counter()
     try:
         protocol = connection.protocol
         transport = connection.transport
@@ -282,6 +295,9 @@ async def forward(
     attempts = 2 if method in IDEMPOTENT else 1
     response: web.StreamResponse | None = None
     deadline = Deadline(task, upstream.timeout.total)
+    trace = Trace(method, f"{path}?{query}" if query else path, upstream) if client.debug else None
+    if trace is not None:
+        trace.route(upstream_path, query, credentials)
     try:
         for attempt in range(1, attempts + 1):
             # Signed per attempt: a request must reach AWS within 5 minutes of its x-amz-date.
@@ -302,9 +318,13 @@ async def forward(
                     timestamp,
                 ),
             )
+            if trace is not None:
+                trace.signed(upstream_path, query, payload_hash, credentials, timestamp)
             head = _request_head(method, target, upstream, forwarded, framing, signed)
             try:
-                connection, message, payload = await _send(client, upstream, method, head, body)
+                connection, message, payload = await _send(
+                    client, upstream, method, head, body, trace
+                )
                 break
             except ClientConnectorError as error:
                 # The connection was never made, so no byte went out: safe to try again.
@@ -321,6 +341,8 @@ async def forward(
             except (ClientError, HttpProcessingError, ConnectionError) as error:
                 raise _unreachable(upstream, error) from None  # bytes may have gone out
 
+        if trace is not None:
+            trace.first_byte = time.perf_counter()
         headers = message.headers
         exchange.status = message.code
         exchange.request_id = headers.get("x-amzn-RequestId")
@@ -364,6 +386,8 @@ async def forward(
             request.transport.abort()
     finally:
         deadline.cancel()
+        if trace is not None:
+            trace.done(exchange.status, exchange.outcome)
     assert response is not None
     return response
 
