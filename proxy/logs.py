@@ -343,7 +343,7 @@ def log_access(exchange: Exchange, seconds: float) -> None:
         hint = None
         level = logging.INFO
     else:
-        hint = upstream_hint(exchange.status, exchange.error_type)
+        hint = exchange.hint or upstream_hint(exchange.status, exchange.error_type)
         if exchange.outcome == "preflight_forwarded":
             hint = PREFLIGHT_HINT
         routine = not hint and exchange.outcome in ROUTINE_OUTCOMES

@@ -43,6 +43,7 @@ from yarl import URL
 from proxy.cors import CorsPolicy
 from proxy.deadline import Deadline
 from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
+from proxy.forbidden import region_hint
 from proxy.headers import (
     request_header_lines,
     response_header_lines,
@@ -123,6 +124,7 @@ class Exchange:
     error_type: str | None = None
     outcome: str | None = None  # the error code, or how a stream ended abnormally
     detail: str | None = None  # what the proxy told the client, for its own 5xx errors
+    hint: str | None = None  # what an upstream failure's body says it means (a 403's region)
 
 
 class _Written(web.StreamResponse):
@@ -354,7 +356,10 @@ async def forward(
             and not (cors.enabled and hdrs.ORIGIN in request.headers)
         ):
             try:
-                return _write_whole(request, method, message, payload.read_nowait(), exchange)
+                whole = payload.read_nowait()
+                if message.code == 403:
+                    _explain_forbidden(upstream, exchange, whole)
+                return _write_whole(request, method, message, whole, exchange)
             finally:
                 connection.release()  # the answer is all read: the connection is free
         response = _HeadersWithFirstChunk(
@@ -367,7 +372,7 @@ async def forward(
         completed = False
         try:
             await response.prepare(request)
-            completed = await _stream(request, payload, response, exchange)
+            completed = await _stream(request, upstream, payload, response, exchange)
         finally:
             if completed:
                 connection.release()  # back to the pool, unless the upstream said close
@@ -394,6 +399,7 @@ async def forward(
 
 async def _stream(
     request: web.BaseRequest,
+    upstream: Upstream,
     payload: StreamReader,
     response: web.StreamResponse,
     exchange: Exchange,
@@ -407,6 +413,8 @@ async def _stream(
         chunk = payload.read_nowait()
     except (ClientError, OSError) as error:
         return _cut_mid_body(request, exchange, error)
+    if exchange.status == 403:  # AWS's refusals are small: what has arrived is all of it
+        _explain_forbidden(upstream, exchange, chunk)
     if not chunk and not payload.at_eof():
         request.writer.send_headers()
     while True:
@@ -425,6 +433,12 @@ async def _stream(
             break
     await response.write_eof()
     return True
+
+
+def _explain_forbidden(upstream: Upstream, exchange: Exchange, body: bytes) -> None:
+    exchange.hint = region_hint(
+        upstream.prefix, upstream.url, upstream.region, exchange.error_type, body
+    )
 
 
 def _cut_mid_body(request: web.BaseRequest, exchange: Exchange, error: Exception) -> bool:
