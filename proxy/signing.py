@@ -168,7 +168,7 @@ def authorization(
 ) -> str:
     """The Authorization header's value (positional arguments: the request path calls it)."""
     date = timestamp[:8]
-    request, signed = _canonical_request(
+    request, signed = canonical_request_for(
         method, host, path, query, payload_hash, credentials.token, timestamp
     )
     scope = f"{date}/{region}/{service}/aws4_request"
@@ -180,7 +180,7 @@ def authorization(
     )
 
 
-def _canonical_request(
+def canonical_request_for(
     method: str,
     host: str,
     path: str,
@@ -189,7 +189,8 @@ def _canonical_request(
     token: str | None,
     timestamp: str,
 ) -> tuple[str, str]:
-    """(canonical request, signed header list) of what authorization() signs."""
+    """(canonical request, signed header list) as authorization() signs them: the proxy's own
+    headers only (`--log-level debug` shows them too, proxy/trace.py)."""
     # The canonical header block, built directly: the names are fixed, lower-case and sorted,
     # and none of the values can hold white space to fold (tests/test_signing.py checks the
     # result against botocore on generated requests).
@@ -204,37 +205,6 @@ def _canonical_request(
         signed = "host;x-amz-content-sha256;x-amz-date"
     request = f"{method}\n{canonical_uri(path)}\n{query}\n{block}\n{signed}\n{payload_hash}"
     return request, signed
-
-
-class Explained(NamedTuple):
-    """What authorization() signs, for `--log-level debug`; the session token replaced by a
-    placeholder in the canonical request (the string to sign hashes the real one)."""
-
-    canonical_request: str
-    string_to_sign: str
-    signed_headers: str
-
-
-SESSION_TOKEN_SHOWN: Final = "<session token>"  # noqa: S105 - a placeholder, not a secret
-
-
-def explain(
-    method: str,
-    host: str,
-    path: str,
-    query: str,
-    payload_hash: str,
-    token: str | None,
-    region: str,
-    service: str,
-    timestamp: str,
-) -> Explained:
-    """authorization()'s canonical request and string to sign, without the session token."""
-    request, signed = _canonical_request(method, host, path, query, payload_hash, token, timestamp)
-    to_sign = string_to_sign(timestamp, credential_scope(timestamp[:8], region, service), request)
-    if token:
-        request = request.replace(token, SESSION_TOKEN_SHOWN)
-    return Explained(request, to_sign, signed)
 
 
 class AmzClock:

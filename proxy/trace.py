@@ -14,9 +14,16 @@ from typing import Final
 
 from proxy.credentials import mask
 from proxy.routing import Upstream
-from proxy.signing import ALGORITHM, SESSION_TOKEN_SHOWN, Credentials, credential_scope, explain
+from proxy.signing import (
+    ALGORITHM,
+    Credentials,
+    canonical_request_for,
+    credential_scope,
+    string_to_sign,
+)
 
 log: Final = logging.getLogger("proxy.trace")
+SESSION_TOKEN_SHOWN: Final = "<session token>"  # noqa: S105 - a placeholder, not a secret
 
 
 def _indented(text: str) -> str:
@@ -72,37 +79,31 @@ class Trace:
     ) -> None:
         upstream = self.upstream
         token = credentials.token
-        shown = explain(
-            self.method,
-            upstream.host_header,
-            upstream_path,
-            query,
-            payload_hash,
-            token,
-            upstream.region,
-            upstream.service,
-            timestamp,
+        request, signed = canonical_request_for(
+            self.method, upstream.host_header, upstream_path, query, payload_hash, token, timestamp
         )
         scope = credential_scope(timestamp[:8], upstream.region, upstream.service)
+        to_sign = string_to_sign(timestamp, scope, request)  # it hashes the real token
         headers = [f"x-amz-content-sha256: {payload_hash}", f"x-amz-date: {timestamp}"]
         if token:
+            request = request.replace(token, SESSION_TOKEN_SHOWN)
             headers.append(f"x-amz-security-token: {SESSION_TOKEN_SHOWN}")
         headers.append(
             f"Authorization: {ALGORITHM} Credential={mask(credentials.access_key)}/{scope}, "
-            f"SignedHeaders={shown.signed_headers}, Signature=<omitted>"
+            f"SignedHeaders={signed}, Signature=<omitted>"
         )
         log.debug(
             "%s %s signed:\n  canonical request:%s\n  string to sign:%s\n  signed headers:%s",
             self.method,
             self.path,
-            _indented(shown.canonical_request),
-            _indented(shown.string_to_sign),
+            _indented(request),
+            _indented(to_sign),
             _indented("\n".join(headers)),
             extra={
                 "fields": {
                     "event": "signed",
-                    "canonical_request": shown.canonical_request,
-                    "string_to_sign": shown.string_to_sign,
+                    "canonical_request": request,
+                    "string_to_sign": to_sign,
                     "signed_headers": headers,
                 }
             },

@@ -378,16 +378,15 @@ console.log(JSON.stringify({
 """
 
 
-@pytest.mark.parametrize("proxy_url", [None, "http://127.0.0.1:9999"], ids=["default", "env"])
-def test_dev_server_configs_point_at_the_proxy(node_project: Path, proxy_url: str | None) -> None:
-    """The three configs as each tool loads them (Vite's own loader; webpack and Next.js read
-    theirs with require): valid JS, each sending /users to the proxy."""
+def run_module(script: str, cwd: Path, proxy_url: str | None, *args: str) -> Any:
+    """Run `script` as an ES module in `cwd` with LAMBDA_PROXY_URL set to `proxy_url` (None:
+    unset); what its last line printed, as JSON."""
     env = {key: value for key, value in os.environ.items() if key != "LAMBDA_PROXY_URL"}
     if proxy_url is not None:
         env["LAMBDA_PROXY_URL"] = proxy_url
     result = subprocess.run(
-        ["node", "--input-type=module", "-e", LOAD_CONFIGS],
-        cwd=PROJECT,
+        ["node", "--input-type=module", "-e", script, *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -395,7 +394,14 @@ def test_dev_server_configs_point_at_the_proxy(node_project: Path, proxy_url: st
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    configs = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("proxy_url", [None, "http://127.0.0.1:9999"], ids=["default", "env"])
+def test_dev_server_configs_point_at_the_proxy(node_project: Path, proxy_url: str | None) -> None:
+    """The three configs as each tool loads them (Vite's own loader; webpack and Next.js read
+    theirs with require): valid JS, each sending /users to the proxy."""
+    configs = run_module(LOAD_CONFIGS, PROJECT, proxy_url)
     target = proxy_url or DEFAULT_PROXY
     assert configs == {
         "vite": {"/users": target},
@@ -418,18 +424,7 @@ def test_the_vite_recipe_loads_in_a_project_made_by_create_vite(
     """In an ES module project as `npm create vite@latest` makes it, the recipe as the
     JavaScript templates name the file and as the TypeScript ones do, read by Vite's loader."""
     project = create_vite_project(tmp_path / "vite-project", config_name)
-    env = {key: value for key, value in os.environ.items() if key != "LAMBDA_PROXY_URL"}
-    result = subprocess.run(
-        ["node", "--input-type=module", "-e", LOAD_VITE_CONFIG, config_name],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    loaded = run_module(LOAD_VITE_CONFIG, project, None, config_name)
     assert loaded == {"file": str(project / config_name), "proxy": {"/users": DEFAULT_PROXY}}
 
 
