@@ -351,9 +351,10 @@ class FakeFunctionUrl:
                 f"Authorization header requires a valid 'X-Amz-Date' header, got {amz_date!r}",
             )
         if auth["region"] != self.region:
+            # Lambda's own words, trailing space included (jetbridge/cdk-nextjs#116); other
+            # services add ", not '<region>'".
             raise AwsError(
-                "InvalidSignatureException",
-                f"Credential should be scoped to a valid region, not '{auth['region']}'.",
+                "InvalidSignatureException", "Credential should be scoped to a valid region. "
             )
         if auth["service"] != self.service:
             raise AwsError(
