@@ -58,7 +58,16 @@ STEPS: Final = (
     ("target canonicalisation", ("split_target (",)),
     ("routing", ("Router.match (",)),
     ("request header filter", ("request_header_lines (",)),
-    ("response header lines", ("response_headers_to_return (", "response_header_lines (")),
+    (
+        "response header lines",
+        (
+            "response_headers_to_return (",
+            "response_header_lines (",
+            "holds_control_bytes (",
+            "_refuse_control_bytes (",
+            "_clean_reason (",
+        ),
+    ),
     ("request head (format, encode)", ("_request_head (",)),
     ("CORS origin check", ("check_origin (", "is_preflight (")),
     ("body read + hash", ("read_body (", "sha256")),
@@ -80,7 +89,7 @@ STEPS: Final = (
     ),
     (
         "whole answer: status line, one transport.write (its syscall)",
-        ("_write_whole (upstream.py", "_status_line (", "_Written."),
+        ("_write_whole (upstream.py", "_status_line (", "Written.", "keeps_alive ("),
     ),
     (
         "aiohttp server: response headers (prepare)",

@@ -17,13 +17,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11
 
 from proxy.deadline import Deadline
+from proxy.downstream import keeps_alive, write_error
 from proxy.errors import (
     ERROR_HEADER,
     BadRequest,
     BodyTooLarge,
     ExpectationFailed,
+    HttpVersionNotSupported,
     NoRoute,
     ProxyError,
     RequestTimeout,
@@ -41,6 +44,9 @@ CLIENT: Final = web.AppKey("client", UpstreamClient)
 FIRST_RESOLUTION_WAIT: Final = 5.0
 # Lambda rejects request payloads over 6 MB; the default limit says so before AWS does.
 LIMIT_HINT: Final = "raise max_body_size to change it (Lambda itself refuses more than 6 MB)"
+# The versions the proxy speaks. aiohttp's parser refuses HTTP/1.2 to 1.9 and 3.0 and above, but
+# serves a request line without a version (as HTTP/0.9), HTTP/0.9 and HTTP/2.0.
+HTTP_1: Final = (HttpVersion11, HttpVersion10)
 
 
 def json_response(status: int, data: object) -> web.Response:
@@ -153,6 +159,18 @@ def _reserved(state: ProxyState, path: str) -> web.Response:
     return endpoint(state)
 
 
+def _unsupported(version: HttpVersion, method: str, raw_target: str) -> ProxyError:
+    if version.major < 1:
+        return BadRequest(
+            f"the request line {method} {raw_target[:100]!r} has no HTTP version (or HTTP/0.9, "
+            f"which the proxy does not speak): send {method} {raw_target[:100]} HTTP/1.1"
+        )
+    return HttpVersionNotSupported(
+        f"HTTP/{version.major}.{version.minor} is not supported: the proxy speaks HTTP/1.1 (and "
+        "HTTP/1.0); send the request as HTTP/1.1"
+    )
+
+
 def _not_a_path(raw_target: str) -> BadRequest:
     return BadRequest(
         f"request target {raw_target[:100]!r} is not a path: send origin-form requests such "
@@ -179,9 +197,13 @@ def dispatcher(app: web.Application) -> Handler:
     return dispatch
 
 
-def _with_cors(state: ProxyState, request: web.BaseRequest, response: AnyResponse) -> AnyResponse:
+def _answered(state: ProxyState, request: web.BaseRequest, response: AnyResponse) -> AnyResponse:
+    """The proxy's own answer as it leaves: with CORS headers, and saying `Connection: close` if
+    the connection ends with it (after a chunked request: downstream.keeps_alive)."""
     if state.cors.enabled:
         state.cors.apply(request, response)
+    if not keeps_alive(request):
+        response.force_close()
     return response
 
 
@@ -195,6 +217,8 @@ async def handle(
     exchange = Exchange(request.method, raw_target.partition("?")[0][:2048])
     reserved = False
     try:
+        if request.version not in HTTP_1:
+            raise _unsupported(request.version, request.method, raw_target)
         if not raw_target.startswith("/"):  # absolute-form, CONNECT host:port, OPTIONS *
             raise _not_a_path(raw_target)
         if request.method == hdrs.METH_CONNECT:  # with a path, still a tunnel: never signed
@@ -208,7 +232,7 @@ async def handle(
         if origin is not None and cors.is_preflight(request):
             if cors.enabled:
                 exchange.outcome = "cors_preflight"
-                response = cors.preflight(request, origin)
+                response = _answered(state, request, cors.preflight(request, origin))
                 exchange.status = response.status
                 return response
             exchange.outcome = "preflight_forwarded"  # explained in the log: CORS is off
@@ -216,7 +240,7 @@ async def handle(
             state.access.check(request)  # the health check stays open, for orchestrators
         if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
             reserved = True
-            response = _with_cors(state, request, _reserved(state, path))
+            response = _answered(state, request, _reserved(state, path))
             exchange.status = response.status
             return response
         router = state.router
@@ -253,7 +277,10 @@ async def handle(
         exchange.outcome = error.code
         if error.status >= 500:
             exchange.detail = error.message
-        response = _with_cors(state, request, error_response(error))
+        if request.version not in HTTP_1:  # aiohttp would answer in the request's version
+            exchange.bytes_sent = len(error.body())
+            return write_error(request, error)
+        response = _answered(state, request, error_response(error))
         exchange.bytes_sent = response.content_length or 0
         if not request.content.is_eof():
             response.force_close()  # a refused body is never read: the connection cannot go on

@@ -104,18 +104,20 @@ class CorsPolicy:
 
     def apply(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
         """Replace whatever CORS headers the function sent with the proxy's, on every answer
-        (called before each answer is prepared, when CORS is enabled)."""
-        origin = request.headers.get(hdrs.ORIGIN)
-        if origin is None or self.is_preflight(request):
+        (called before each answer is prepared, when CORS is enabled). Every answer varies with
+        Origin, those to requests without one included: a cache must not give a page the answer
+        made for no page (curl, a dev server's proxy), or for another page, nor the reverse.
+        headers.response_header_lines(cors=True) does the same to an answer written whole."""
+        if self.is_preflight(request):
             return
         headers = response.headers
         for name in [name for name in headers if name.lower().startswith("access-control-")]:
             del headers[name]
-        if not self.allows(origin):
-            return
-        exposed = sorted({name for name in headers if name.lower() not in SAFELISTED})
-        headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
-        headers[hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS] = "true"
-        if exposed:
-            headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = ", ".join(exposed)
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is not None and self.allows(origin):
+            exposed = sorted({name for name in headers if name.lower() not in SAFELISTED})
+            headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
+            headers[hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS] = "true"
+            if exposed:
+                headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = ", ".join(exposed)
         headers.add(hdrs.VARY, "Origin")

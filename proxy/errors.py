@@ -11,6 +11,7 @@ ProxyError                      every error the proxy answers itself
 ├── ExpectationFailed           417 expectation_failed      (an Expect other than 100-continue)
 ├── RequestTimeout              408 request_timeout
 ├── TooManyConnections          503 too_many_connections
+├── HttpVersionNotSupported     505 http_version_not_supported  (HTTP/2.0 and above on a 1.1 port)
 ├── UpstreamUnreachable         502 upstream_unreachable
 ├── UpstreamTimeout             504 upstream_timeout
 └── CredentialsUnavailable      503 credentials_unavailable
@@ -21,6 +22,7 @@ Upstream answers, 403 included, are never turned into ProxyErrors: they pass thr
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 from typing import ClassVar, Final
 
 ERROR_HEADER: Final = "X-Proxy-Error"
@@ -36,6 +38,16 @@ class ProxyError(Exception):
 
     def body(self) -> bytes:
         return json.dumps({"error": self.code, "message": self.message}).encode()
+
+    def answer(self) -> bytes:
+        """The whole HTTP/1.1 answer, ending the connection: for the few that go straight to the
+        socket, where aiohttp's response machinery cannot write them."""
+        body = self.body()
+        return (
+            f"HTTP/1.1 {self.status} {HTTPStatus(self.status).phrase}\r\n"
+            f"Content-Type: application/json\r\n{ERROR_HEADER}: {self.code}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode() + body
 
 
 class NoRoute(ProxyError):
@@ -96,6 +108,11 @@ class RequestTimeout(ProxyError):
 class TooManyConnections(ProxyError):
     code = "too_many_connections"
     status = 503
+
+
+class HttpVersionNotSupported(ProxyError):
+    code = "http_version_not_supported"
+    status = 505
 
 
 class CredentialsUnavailable(ProxyError):

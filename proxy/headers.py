@@ -45,6 +45,14 @@ DROPPED_REQUEST_PREFIXES: Final = (b"x-amz-", b"x-forwarded-")
 
 # The proxy frames the body to the client itself (chunked or the upstream's Content-Length).
 DROPPED_RESPONSE: Final = HOP_BY_HOP
+# With CORS on, the proxy's CORS headers replace the function's (proxy/cors.py).
+CORS_PREFIX: Final = b"access-control-"
+VARY_ORIGIN: Final = b"Vary: Origin\r\n"
+
+# C0 controls and DEL, which no status line or header line may hold (RFC 9110 5.5, RFC 9112 4;
+# aiohttp's writer refuses the same), except HTAB. CR and LF end lines: aiohttp's parser refuses
+# a CR inside a value and ends a line at a bare LF.
+CONTROL_BYTES: Final = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 
 
 def _dropped(headers: MultiMapping[str], dropped: frozenset[str]) -> frozenset[str]:
@@ -93,12 +101,28 @@ def request_header_lines(
 
 
 def response_header_lines(
-    headers: MultiMapping[str], raw_headers: Iterable[tuple[bytes, bytes]]
+    headers: MultiMapping[str], raw_headers: Iterable[tuple[bytes, bytes]], cors: bool = False
 ) -> bytes:
     """The upstream's header lines for the client, ready to write: byte for byte as they came
-    (`raw_headers`, from aiohttp's parser), repeated ones such as Set-Cookie all kept."""
+    (`raw_headers`, from aiohttp's parser), repeated ones such as Set-Cookie all kept. With
+    `cors`, as CorsPolicy.apply() leaves an answer to a request without Origin: without the
+    function's Access-Control-* headers, and varying with Origin."""
     dropped = _dropped_raw(headers, DROPPED_RESPONSE)
-    return b"".join([b"%s: %s\r\n" % kv for kv in raw_headers if kv[0].lower() not in dropped])
+    if not cors:
+        return b"".join([b"%s: %s\r\n" % kv for kv in raw_headers if kv[0].lower() not in dropped])
+    lines = [
+        b"%s: %s\r\n" % kv
+        for kv in raw_headers
+        if (lower := kv[0].lower()) not in dropped and not lower.startswith(CORS_PREFIX)
+    ]
+    lines.append(VARY_ORIGIN)
+    return b"".join(lines)
+
+
+def holds_control_bytes(data: bytes) -> bool:
+    """Does `data` (header lines, a status line) hold one of CONTROL_BYTES? bytes.translate
+    looks at 260 bytes of header lines in 0.4 us, a regular expression in 1.5 us."""
+    return len(data.translate(None, CONTROL_BYTES)) != len(data)
 
 
 def response_headers_to_return(headers: MultiMapping[str]) -> CIMultiDict[str]:

@@ -88,13 +88,7 @@ class JsonErrorRequestHandler(RequestHandler):
                 f"the proxy is serving its maximum of {cap} connections; retry shortly, or "
                 "raise max_connections"
             )
-            body = error.body()
-            cast(asyncio.Transport, transport).write(
-                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                + f"{ERROR_HEADER}: {error.code}\r\nContent-Length: {len(body)}\r\n".encode()
-                + b"Connection: close\r\n\r\n"
-                + body
-            )
+            cast(asyncio.Transport, transport).write(error.answer())
             self.force_close()
             transport.close()
 

@@ -35,16 +35,18 @@ from aiohttp import (
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.connector import Connection
 from aiohttp.http import HttpVersion, HttpVersion11
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError
 from aiohttp.http_parser import RawResponseMessage
 from aiohttp.streams import EofStream, StreamReader
 from yarl import URL
 
 from proxy.cors import CorsPolicy
 from proxy.deadline import Deadline
+from proxy.downstream import Written, keeps_alive
 from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
 from proxy.forbidden import region_hint
 from proxy.headers import (
+    holds_control_bytes,
     request_header_lines,
     response_header_lines,
     response_headers_to_return,
@@ -127,35 +129,23 @@ class Exchange:
     hint: str | None = None  # what an upstream failure's body says it means (a 403's region)
 
 
-class _Written(web.StreamResponse):
-    """An answer the proxy has already written to the client's socket, whole: aiohttp has
-    nothing left to send, only to learn whether the connection stays open."""
-
-    def __init__(self, status: int, keep_alive: bool) -> None:
-        super().__init__(status=status)
-        self._keep_alive = keep_alive
-        self._eof_sent = True  # prepare() and write_eof() return at once (guarded by tests)
-
-
 def _write_whole(
     request: web.BaseRequest,
     method: str,
     message: RawResponseMessage,
+    lines: bytes,
     body: bytes,
     exchange: Exchange,
 ) -> web.StreamResponse:
     """Write an answer that has arrived whole (as a small one does: in the packets of its head)
     in one write, head and body, straight to the client's socket. aiohttp's response machinery
     would cost more than the rest of the response path (bench/README.md); the bytes are what
-    it writes, except that the upstream's header lines pass byte for byte, and that no Server
+    it writes, except that the upstream's header `lines` pass byte for byte, and that no Server
     or Content-Type header is invented."""
     version = request.version
-    keep_alive = request.keep_alive
+    keep_alive = keeps_alive(request)
     headers = message.headers
-    head = [
-        _status_line(version, message.code, message.reason),
-        response_header_lines(headers, message.raw_headers),
-    ]
+    head = [_status_line(version, message.code, message.reason), lines]
     if hdrs.CONTENT_LENGTH not in headers and method != "HEAD":
         head.append(b"Content-Length: %d\r\n" % len(body))  # it came chunked: now framed
     if hdrs.DATE not in headers:
@@ -169,11 +159,11 @@ def _write_whole(
     transport = request.transport
     if transport is None or transport.is_closing():
         exchange.outcome = "client_disconnected"
-        return _Written(message.code, keep_alive=False)
+        return Written(message.code, keep_alive=False)
     head.append(body)
     transport.write(b"".join(head))
     exchange.bytes_sent = len(body)
-    return _Written(message.code, keep_alive)
+    return Written(message.code, keep_alive)
 
 
 @lru_cache(maxsize=64)
@@ -182,6 +172,21 @@ def _status_line(version: HttpVersion, code: int, reason: str) -> bytes:
         "utf-8",
         "surrogateescape",  # the upstream's bytes, as they came
     )
+
+
+@lru_cache(maxsize=64)
+def _clean_reason(reason: str) -> bool:
+    return not holds_control_bytes(reason.encode("utf-8", "surrogateescape"))
+
+
+def _refuse_control_bytes(upstream: Upstream, message: RawResponseMessage, lines: bytes) -> None:
+    """aiohttp's parser refuses a CR or NUL in the upstream's head but passes the other control
+    bytes (ESC, DEL, ...), which would reach the client, its terminal and its logs as they are
+    (aiohttp's writer refuses them, but only as a 500 once the answer is under way). Refused
+    here, before a byte is written, as a malformed answer is: a 502."""
+    if holds_control_bytes(lines) or not _clean_reason(message.reason):
+        error = BadHttpMessage("a control character in its status line or a header")
+        raise _unreachable(upstream, error)
 
 
 class _HeadersWithFirstChunk(web.StreamResponse):
@@ -359,18 +364,27 @@ async def forward(
                 whole = payload.read_nowait()
                 if message.code == 403:
                     _explain_forbidden(upstream, exchange, whole)
-                return _write_whole(request, method, message, whole, exchange)
+                # With CORS on, only a request without Origin comes this way: it gets what
+                # CorsPolicy.apply() gives one (no function's Access-Control-*, Vary: Origin).
+                lines = response_header_lines(headers, message.raw_headers, cors.enabled)
+                _refuse_control_bytes(upstream, message, lines)
+                return _write_whole(request, method, message, lines, whole, exchange)
             finally:
                 connection.release()  # the answer is all read: the connection is free
-        response = _HeadersWithFirstChunk(
-            status=message.code,
-            reason=message.reason,
-            headers=response_headers_to_return(headers),
-        )
-        if cors.enabled:
-            cors.apply(request, response)
         completed = False
         try:
+            _refuse_control_bytes(
+                upstream, message, response_header_lines(headers, message.raw_headers)
+            )
+            response = _HeadersWithFirstChunk(
+                status=message.code,
+                reason=message.reason,
+                headers=response_headers_to_return(headers),
+            )
+            if cors.enabled:
+                cors.apply(request, response)
+            if not keeps_alive(request):
+                response.force_close()  # "Connection: close" in the head, as _write_whole says
             await response.prepare(request)
             completed = await _stream(request, upstream, payload, response, exchange)
         finally:
