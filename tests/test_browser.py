@@ -9,6 +9,9 @@ tests/browser/ is a small frontend project, the one docs/frontend.md describes:
 - page 2 (page2.html, src/page2.js), on another origin, calls the proxy directly: with
   `--cors-origin <its origin>` the browser's preflight is answered by the proxy; without, the
   browser blocks the call;
+- page 3 (blind.html) makes the requests a page can make without an Origin (images, scripts,
+  stylesheets, form GETs, no-cors fetches), served as a page of another site (evil.test, which
+  Chromium resolves to 127.0.0.1), of the proxy's own site and of an allowed loopback origin;
 - webpack-dev-server's `devServer.proxy` recipe is run for real too (plain HTTP, no browser), and
   the Next.js recipe is loaded and checked as configuration.
 
@@ -36,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientSession, ClientTimeout
+from aiohttp import ClientSession, ClientTimeout, web
 from multidict import CIMultiDict
 
 from proxy.cli import build_parser
@@ -204,13 +207,12 @@ class Page:
     requests: list[str]
 
 
-async def open_page(url: str) -> Page:
-    """Load `url` in headless Chromium until the page says it is done; read what it shows."""
+async def run_driver(script: str, *args: str, timeout: float = PAGE_TIMEOUT + 15) -> Any:
+    """Run a Chromium driver of tests/browser (drive.mjs, visit.mjs); what it printed, as JSON."""
     process = await asyncio.create_subprocess_exec(
         "node",
-        "drive.mjs",
-        url,
-        str(int(PAGE_TIMEOUT * 1000)),
+        script,
+        *args,
         cwd=PROJECT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -219,13 +221,37 @@ async def open_page(url: str) -> Page:
         start_new_session=True,
     )
     try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), PAGE_TIMEOUT + 15)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
     finally:
         await stop(process)
     report = stdout.decode(errors="replace").strip()
-    assert process.returncode == 0, f"drive.mjs {url} failed:\n{report}\n{stderr.decode()}"
-    data: dict[str, Any] = json.loads(report.splitlines()[-1])
+    assert process.returncode == 0, f"{script} {args} failed:\n{report}\n{stderr.decode()}"
+    return json.loads(report.splitlines()[-1])
+
+
+async def open_page(url: str) -> Page:
+    """Load `url` in headless Chromium until the page says it is done; read what it shows."""
+    data = await run_driver("drive.mjs", url, str(int(PAGE_TIMEOUT * 1000)))
     return Page(data["state"], data["text"], data["console"], data["requests"])
+
+
+@dataclass
+class Visit:
+    url: str
+    status: int | None  # of the answer to the navigation
+    state: str | None  # a page of the tests: "done" or "error", what the page itself says
+    text: dict[str, str]  # a page of the tests: textContent of every element with an id
+    body: str  # the text the page shows (an answer of the proxy: its JSON)
+
+
+async def visit(urls: list[str], host_resolver_rules: str = "") -> list[Visit]:
+    """Open each of `urls` as if typed in the address bar, one after another, in one headless
+    Chromium (its start is most of a page's time); what each showed."""
+    timeout = PAGE_TIMEOUT * len(urls)
+    data = await run_driver(
+        "visit.mjs", str(int(PAGE_TIMEOUT * 1000)), host_resolver_rules, *urls, timeout=timeout
+    )
+    return [Visit(**visited) for visited in data["visits"]]
 
 
 async def log_line(proxy: ProxyProcess, *words: str, timeout: float = 5.0) -> str:
@@ -337,6 +363,81 @@ async def test_without_cors_for_its_origin_the_page_is_blocked(
     else:
         assert fake.received == []
         await log_line(proxy, "OPTIONS", "/users/42", "origin_not_allowed")
+
+
+@asynccontextmanager
+async def page_server() -> AsyncIterator[int]:
+    """tests/browser/blind.html from 127.0.0.1, whatever name the browser calls it by; the port."""
+    page = (PROJECT / "blind.html").read_bytes()
+
+    async def blind(_: web.Request) -> web.Response:
+        return web.Response(body=page, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/blind.html", blind)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port: int = runner.addresses[0][1]
+        yield port
+    finally:
+        await runner.cleanup()
+
+
+BLIND = ("img", "script", "style", "form", "no-cors")  # blind.html's requests without Origin
+KINDS = (*BLIND, "cors")  # and the one CORS fetch, which reads its answer
+
+
+async def test_blind_requests_from_another_site_are_refused(
+    chromium: Path, fake: FakeFunctionUrl, aws_keys: None, spawn_proxy: SpawnProxy
+) -> None:
+    """Issue #12: a page of another site made Chromium send five kinds of request that carry no
+    Origin, and the proxy signed them all. Chromium marks them Sec-Fetch-Site: cross-site; the
+    proxy refuses those. In the same browser run, the controls: pages on the proxy's own site
+    (127.0.0.1 calling 127.0.0.1, localhost calling localhost: same-site) get every request
+    through; a page on a loopback origin calling the proxy by another name (localhost calling
+    127.0.0.1: cross-site) gets its CORS fetch through, its origin being allowed, but not its
+    blind requests; and an address typed in the address bar (Sec-Fetch-Site: none) works."""
+    async with page_server() as port:
+        page, loopback, evil = (
+            f"http://{h}:{port}" for h in ("127.0.0.1", "localhost", "evil.test")
+        )
+        proxy = start_proxy(spawn_proxy, fake, "--cors-origin", page, "--cors-origin", loopback)
+        by_name = proxy.url.replace("127.0.0.1", "localhost")
+        pages = [
+            f"{site}/blind.html?proxy={target}&tag={tag}"
+            for site, target, tag in (
+                (evil, proxy.url, "evil"),
+                (page, proxy.url, "same-site"),
+                (loopback, by_name, "localhost"),
+                (loopback, proxy.url, "cross-site"),
+            )
+        ]
+        *visited, typed = await visit(
+            [*pages, f"{proxy.url}/users/typed"], "MAP evil.test 127.0.0.1"
+        )
+
+    assert [v.state for v in visited] == ["done"] * 4, visited
+    # What the CORS fetch read: refused for evil.test (403, so no CORS headers), else the answer.
+    assert [v.text["cors"] for v in visited] == [
+        "TypeError: Failed to fetch",
+        "200 /same-site/cors",
+        "200 /localhost/cors",
+        "200 /cross-site/cors",
+    ]
+    assert (typed.status, json.loads(typed.body)["path"]) == (200, "/typed")
+    # What reached the function, signed, and what Chromium said of each request's site.
+    assert all(r.verified for r in fake.received)
+    seen = {r.raw_path: CIMultiDict(r.headers).get("Sec-Fetch-Site") for r in fake.received}
+    assert seen == {
+        **{f"/{tag}/{kind}": "same-site" for tag in ("same-site", "localhost") for kind in KINDS},
+        "/cross-site/cors": "cross-site",
+        "/typed": "none",
+    }
+    refused = [f"/users/evil/{kind}" for kind in KINDS] + [f"/users/cross-site/{k}" for k in BLIND]
+    for path in refused:
+        await log_line(proxy, " 403 ", f" {path} id=", "origin_not_allowed")
 
 
 async def test_webpack_dev_server_recipe(

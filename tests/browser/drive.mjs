@@ -5,7 +5,7 @@
 //
 // Prints one JSON object: {state, text: {id: textContent}, console, requests, failure?}.
 // Exit status 0 whenever the page settled, done or error; 1 if it never did or Chromium failed.
-import { chromium } from 'playwright-core'
+import { launch } from './chromium.mjs'
 
 const [url, timeoutArg = '20000', screenshot] = process.argv.slice(2)
 if (!url) {
@@ -14,22 +14,7 @@ if (!url) {
 }
 const timeout = Number(timeoutArg)
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  headless: true,
-  timeout,
-  // Only 127.0.0.1 traffic: no background services, no QUIC, no component updates.
-  // Playwright gives every launch a new, empty profile (--user-data-dir).
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-})
+const browser = await launch(timeout)
 const result = { state: null, text: {}, console: [], requests: [] }
 let status = 1
 try {
