@@ -24,7 +24,7 @@ from bench.micro import ACCESS_KEY, SECRET_KEY, per_call_us
 def _steps() -> list[tuple[str, Callable[[], object]]]:
     from proxy.aws_config import Resolved
     from proxy.credentials import Identity
-    from proxy.headers import request_header_lines, response_header_lines
+    from proxy.headers import holds_control_bytes, request_header_lines, response_header_lines
     from proxy.logs import log_access
     from proxy.routing import Router, Upstream
     from proxy.settings import Route
@@ -53,6 +53,7 @@ def _steps() -> list[tuple[str, Callable[[], object]]]:
     )
     client_raw = tuple((name.encode(), value.encode()) for name, value in client_headers.items())
     answer_raw = tuple((name.encode(), value.encode()) for name, value in answer_headers.items())
+    answer_lines = response_header_lines(answer_headers, answer_raw)
     body_10k = b"x" * 10240
     now = datetime.now(UTC)
     signed_lines = "x-amz-date: 20261121T054055Z\r\nAuthorization: AWS4-HMAC-SHA256 ...\r\n"
@@ -98,6 +99,7 @@ def _steps() -> list[tuple[str, Callable[[], object]]]:
             lambda: _request_head("GET", "/small", upstream, b"", "", signed_lines),
         ),
         ("response_header_lines", lambda: response_header_lines(answer_headers, answer_raw)),
+        ("holds_control_bytes (those lines)", lambda: holds_control_bytes(answer_lines)),
         ("Exchange + log_access, log on", _with(logged_on, exchange_and_log)),
         ("Exchange + log_access, log off", _with(logged_off, exchange_and_log)),
     ]
