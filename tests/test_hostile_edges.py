@@ -16,7 +16,7 @@ import pytest_asyncio
 
 from tests.conftest import ProxyProcess
 from tests.fake_function_url import FakeFunctionUrl
-from tests.test_hostile_round_two import KEYS, echo, responses
+from tests.test_hostile_round_two import KEYS, echo, responses, send
 from tests.test_upstream_client import Answer, in_two_parts, scripted
 
 CORS_PAGE = "http://localhost:5173"
@@ -34,20 +34,10 @@ async def started(spawn_proxy: Callable[..., ProxyProcess]) -> AsyncIterator[Sta
 
 
 async def talk(port: int, data: bytes, timeout: float = 5.0) -> tuple[bytes, bool]:
-    """Write `data`; read until the proxy closes the connection (True) or `timeout` (False)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        received = b""
-        try:
-            async with asyncio.timeout(timeout):
-                while chunk := await reader.read(65536):
-                    received += chunk
-        except TimeoutError:
-            return received, False
-        return received, True
-    finally:
-        writer.close()
+    """What `send` reads, and whether the proxy closed the connection before `timeout`."""
+    started = time.monotonic()
+    received = await send(port, data, timeout)
+    return received, time.monotonic() - started < timeout
 
 
 def head_of(answer: bytes) -> tuple[int, list[tuple[str, str]]]:

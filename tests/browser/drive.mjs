@@ -5,7 +5,7 @@
 //
 // Prints one JSON object: {state, text: {id: textContent}, console, requests, failure?}.
 // Exit status 0 whenever the page settled, done or error; 1 if it never did or Chromium failed.
-import { launch } from './chromium.mjs'
+import { run, settled } from './chromium.mjs'
 
 const [url, timeoutArg = '20000', screenshot] = process.argv.slice(2)
 if (!url) {
@@ -14,10 +14,8 @@ if (!url) {
 }
 const timeout = Number(timeoutArg)
 
-const browser = await launch(timeout)
 const result = { state: null, text: {}, console: [], requests: [] }
-let status = 1
-try {
+await run(timeout, [], result, async (browser) => {
   const page = await browser.newPage()
   page.setDefaultTimeout(timeout)
   page.on('console', (message) => result.console.push(`${message.type()}: ${message.text()}`))
@@ -30,17 +28,6 @@ try {
     result.requests.push(`${request.method} ${request.url}`)
   })
   await page.goto(url)
-  await page.waitForSelector('body[data-state="done"], body[data-state="error"]')
-  result.state = await page.getAttribute('body', 'data-state')
-  result.text = await page.$$eval('[id]', (elements) =>
-    Object.fromEntries(elements.map((element) => [element.id, element.textContent])),
-  )
+  Object.assign(result, await settled(page))
   if (screenshot) await page.screenshot({ path: screenshot, fullPage: true })
-  status = 0
-} catch (error) {
-  result.failure = String(error)
-} finally {
-  await browser.close()
-}
-console.log(JSON.stringify(result))
-process.exit(status)
+})

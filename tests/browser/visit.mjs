@@ -9,7 +9,7 @@
 // is waited for until it says done or error; any other (an answer of the proxy) until it loaded.
 // Prints one JSON object: {visits: [{url, status, state, text: {id: textContent}, body}],
 // failure?}. Exit status 0 when every URL was visited; 1 if one was not, or Chromium failed.
-import { launch } from './chromium.mjs'
+import { run, settled } from './chromium.mjs'
 
 const [timeoutArg, rules, ...urls] = process.argv.slice(2)
 if (!urls.length) {
@@ -18,30 +18,15 @@ if (!urls.length) {
 }
 const timeout = Number(timeoutArg)
 
-const browser = await launch(timeout, rules ? [`--host-resolver-rules=${rules}`] : [])
 const result = { visits: [] }
-let status = 1
-try {
+await run(timeout, rules ? [`--host-resolver-rules=${rules}`] : [], result, async (browser) => {
   const page = await browser.newPage()
   page.setDefaultTimeout(timeout)
   for (const url of urls) {
     const response = await page.goto(url)
     const visit = { url, status: response?.status() ?? null, state: null, text: {}, body: '' }
-    if (await page.$('body[data-state]')) {
-      await page.waitForSelector('body[data-state="done"], body[data-state="error"]')
-      visit.state = await page.getAttribute('body', 'data-state')
-      visit.text = await page.$$eval('[id]', (elements) =>
-        Object.fromEntries(elements.map((element) => [element.id, element.textContent])),
-      )
-    }
+    if (await page.$('body[data-state]')) Object.assign(visit, await settled(page))
     visit.body = (await page.textContent('body')) ?? ''
     result.visits.push(visit)
   }
-  status = 0
-} catch (error) {
-  result.failure = String(error)
-} finally {
-  await browser.close()
-}
-console.log(JSON.stringify(result))
-process.exit(status)
+})
