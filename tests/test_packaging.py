@@ -9,9 +9,7 @@ import re
 import subprocess
 import sys
 import tomllib
-from functools import cache
 from pathlib import Path
-from typing import Final
 
 from packaging.markers import Marker
 from packaging.requirements import Requirement
@@ -19,42 +17,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from tests.conftest import ROOT
-
-LOCK: Final = ROOT / "requirements.lock"
-# The image's platforms (python:3.11-slim on amd64 and arm64), as markers see them.
-IMAGE_PLATFORMS: Final = tuple(
-    {
-        "sys_platform": "linux",
-        "platform_system": "Linux",
-        "os_name": "posix",
-        "platform_machine": machine,
-        "implementation_name": "cpython",
-        "platform_python_implementation": "CPython",
-        "python_version": "3.11",
-        "python_full_version": "3.11.0",
-        "extra": "",
-    }
-    for machine in ("x86_64", "aarch64")
-)
-
-
-@cache
-def locked() -> dict[str, Requirement]:
-    """The lock's entries by canonical name: `name==version ; marker`, hashes left out."""
-    text = re.sub(r"\\\n", " ", LOCK.read_text())  # join the continued lines
-    entries: dict[str, Requirement] = {}
-    for line in text.splitlines():
-        line = re.sub(r"--hash=\S+", "", line.partition("#")[0]).strip()
-        if line:
-            requirement = Requirement(line)
-            entries[canonicalize_name(requirement.name)] = requirement
-    return entries
-
-
-def pinned(requirement: Requirement) -> Version:
-    [spec] = requirement.specifier
-    assert spec.operator == "==", f"{requirement}: the lock pins with =="
-    return Version(spec.version)
+from tests.lockfile import IMAGE_PLATFORMS, LOCK, locked, locked_here, pinned
 
 
 def on_image_platforms(marker: Marker | None) -> bool:
@@ -121,15 +84,13 @@ def test_the_runtime_imports_only_what_pyproject_declares() -> None:
 def test_this_venv_runs_the_locked_versions() -> None:
     """What CI tests is what the image ships: .ci/run installs the lock before the test tools."""
     wrong = {}
-    for name, entry in locked().items():
-        if entry.marker is not None and not entry.marker.evaluate():
-            continue  # not for this platform
+    for name, version in locked_here().items():
         try:
             installed = Version(importlib.metadata.version(name))
         except importlib.metadata.PackageNotFoundError:
             installed = None
-        if installed != pinned(entry):
-            wrong[name] = f"{installed} installed, {pinned(entry)} locked"
+        if installed != version:
+            wrong[name] = f"{installed} installed, {version} locked"
     assert not wrong, f"run `pip install --require-hashes -r requirements.lock`: {wrong}"
 
 
