@@ -22,6 +22,7 @@ from bench.micro import ACCESS_KEY, SECRET_KEY, per_call_us
 
 
 def _steps() -> list[tuple[str, Callable[[], object]]]:
+    from proxy.aws_config import Resolved
     from proxy.credentials import Identity
     from proxy.headers import request_header_lines, response_header_lines
     from proxy.logs import log_access
@@ -32,7 +33,7 @@ def _steps() -> list[tuple[str, Callable[[], object]]]:
     from proxy.upstream import AMZ_CLOCK, Exchange, _request_head
 
     upstream = Upstream.from_route(
-        Route(prefix="/", url="http://127.0.0.1:9"), "us-east-1", Identity()
+        Route(prefix="/", url="http://127.0.0.1:9"), Resolved("us-east-1", "bench"), Identity()
     )
     router = Router([upstream])
     credentials = Credentials(ACCESS_KEY, SECRET_KEY)

@@ -14,7 +14,6 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from aiohttp import hdrs, web
@@ -24,13 +23,14 @@ from proxy.errors import (
     ERROR_HEADER,
     BadRequest,
     BodyTooLarge,
+    ExpectationFailed,
     NoRoute,
     ProxyError,
     RequestTimeout,
 )
 from proxy.logs import log_access
 from proxy.settings import RESERVED_PREFIX, Settings
-from proxy.state import Live, ProxyState, default_aws_setting
+from proxy.state import Live, ProxyState
 from proxy.target import split_target
 from proxy.upstream import Exchange, UpstreamClient, forward
 
@@ -63,11 +63,15 @@ def declared_too_large(declared: int, limit: int) -> BodyTooLarge:
 
 
 async def read_body(request: web.BaseRequest, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it is known to be over `limit`."""
+    """The whole body, refused with 413 as soon as it is known to be over `limit`. Called once
+    the request has passed every other check: only then does a client that sent
+    `Expect: 100-continue` (curl, for bodies over 1 MiB) hear that it may send the body."""
     declared = request.content_length
+    if declared is not None and declared > limit:
+        raise declared_too_large(declared, limit)
+    if request.headers.get(hdrs.EXPECT) is not None:
+        _continue(request)
     if declared is not None:
-        if declared > limit:
-            raise declared_too_large(declared, limit)
         if declared == 0:
             return b""
         try:
@@ -88,17 +92,17 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
     return bytes(body)
 
 
-async def expect_continue(request: web.BaseRequest, limit: int) -> web.StreamResponse | None:
-    """Answer `Expect: 100-continue` with 413 at once when the declared body is too large."""
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        response = error_response(declared_too_large(declared, limit))
-        response.force_close()
-        return response
-    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0
-    return None
+def _continue(request: web.BaseRequest) -> None:
+    """Answer `Expect: 100-continue` (RFC 9110 10.1.1); refuse any other expectation with 417."""
+    if request.headers[hdrs.EXPECT].strip().lower() != "100-continue":
+        raise ExpectationFailed(
+            f"Expect: {request.headers[hdrs.EXPECT][:100]!r} is not supported; the proxy "
+            "understands only Expect: 100-continue"
+        )
+    transport = request.transport
+    if request.version >= (1, 1) and transport is not None:
+        # An interim answer, straight to the socket: no response object is involved.
+        transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
 def health(state: ProxyState) -> web.Response:
@@ -120,6 +124,7 @@ def routes(state: ProxyState) -> web.Response:
             "prefix": upstream.prefix,
             "url": upstream.url,
             "region": upstream.region,
+            "region_source": upstream.region_source,
             "service": upstream.service,
             "strip_prefix": upstream.strip_prefix,
             "timeout": upstream.timeout.total,
@@ -169,11 +174,6 @@ def dispatcher(app: web.Application) -> Handler:
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
         task = asyncio.current_task(loop)
         assert task is not None
-        if request.headers.get(hdrs.EXPECT) is not None:
-            early = await expect_continue(request, live.state.settings.max_body_size)
-            await request.writer.drain()
-            if early is not None:
-                return _with_cors(live.state, request, early)
         return await handle(request, live, client, task)
 
     return dispatch
@@ -270,11 +270,7 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
-    settings = app[LIVE].state.settings
-    ca_bundle = settings.ca_bundle
-    if ca_bundle is None and (configured := default_aws_setting("ca_bundle")):
-        ca_bundle = Path(configured)
-    app[CLIENT] = client = UpstreamClient(ca_bundle)
+    app[CLIENT] = client = UpstreamClient(app[LIVE].state.ca_bundle)
     yield
     await client.close()
 

@@ -28,7 +28,13 @@ async def _resolve_all(settings: Settings) -> list[list[str]]:
             verdict = f"FAILED: {identity.error or identity.unavailable_reason()}"
         account = f" [account {identity.account_id}]" if identity.account_id else ""
         rows.append(
-            [upstream.prefix, upstream.url, upstream.region, identity.name + account, verdict]
+            [
+                upstream.prefix,
+                upstream.url,
+                f"{upstream.region} ({upstream.region_source})",
+                identity.name + account,
+                verdict,
+            ]
         )
     return rows
 

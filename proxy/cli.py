@@ -21,31 +21,27 @@ from pydantic_core import PydanticUndefined
 
 from proxy import __version__
 from proxy.logs import configure
-from proxy.settings import CONFIG_ENV, ConfigError, Settings, env_name, load_settings
+from proxy.settings import (
+    CONFIG_ENV,
+    ROUTES_EXAMPLE,
+    ConfigError,
+    Settings,
+    env_name,
+    load_settings,
+    parse_route,
+    route_options,
+)
 
 log = logging.getLogger("proxy")
 
 EXIT_CONFIG = 2
 
 
-def parse_route(text: str) -> dict[str, str]:
-    """PREFIX=URL[,OPTION=VALUE...], options being any route setting (profile=..., timeout=...)."""
-    prefix, sep, rest = text.partition("=")
-    url, *options = rest.split(",")
-    if not sep or not prefix or not url:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not PREFIX=URL[,OPTION=VALUE...], for example "
-            "/users=https://abc.lambda-url.us-east-1.on.aws,profile=dev"
-        )
-    route = {"prefix": prefix, "url": url}
-    for option in options:
-        name, sep, value = option.partition("=")
-        if not sep or not name:
-            raise argparse.ArgumentTypeError(
-                f"route option {option!r} in {text!r} is not OPTION=VALUE, for example timeout=30"
-            )
-        route[name.strip()] = value
-    return route
+def _route_flag(text: str) -> dict[str, str]:
+    try:
+        return parse_route(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,11 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "--route",
                 dest="routes",
                 action="append",
-                type=parse_route,
+                type=_route_flag,
                 metavar="PREFIX=URL[,OPTION=VALUE...]",
-                help=f"{field.description}; options are route settings such as "
-                f"profile=dev,role_arn=arn:...,timeout=30 [env: {env} as JSON, e.g. "
-                '\'[{"prefix": "/users", "url": "https://..."}]\']',
+                help=f"{field.description}; OPTIONs are route settings: "
+                f"{', '.join(route_options())} (e.g. profile=dev,timeout=30) [env: {env} as "
+                f"JSON, e.g. '{ROUTES_EXAMPLE}']",
             )
             continue
         if get_origin(field.annotation) is list:

@@ -38,6 +38,8 @@ MIN_REFRESH_DELAY: Final = 0.2
 MAX_RETRY_DELAY: Final = 60.0
 MAX_RETRY_DELAY_UNUSABLE: Final = 5.0
 STS_DEFAULT_REGION: Final = "us-east-1"
+# botocore's `profile` setting read from no variable (config name, env vars, default, converter).
+IGNORE_PROFILE_VARIABLES: Final = {"profile": (None, None, None, None)}
 
 NO_CREDENTIALS_HELP: Final = (
     "no AWS credentials found. Tried: environment variables (AWS_ACCESS_KEY_ID, "
@@ -64,13 +66,19 @@ def default_session_name() -> str:
 
 @dataclass(frozen=True, slots=True)
 class IdentitySpec:
-    """Who signs, as configured. Routes with equal specs share one Identity."""
+    """Who signs, as configured, and what the AWS environment made of it at load time. Routes
+    with equal specs share one Identity."""
 
     profile: str | None = None
     role_arn: str | None = None
     external_id: str | None = None
     role_session_name: str | None = None
     duration_seconds: int | None = None
+    # The profile AWS_PROFILE names does not exist but keys in the environment do: sign with
+    # those, as the SDKs do, where botocore would raise ProfileNotFound.
+    environment_keys_only: bool = False
+    # Where AssumeRole is called: the base profile's region as the CLI resolves it.
+    sts_region: str | None = None
 
     @classmethod
     def of(cls, options: IdentityOptions) -> IdentitySpec:
@@ -89,6 +97,8 @@ class IdentitySpec:
 
     @property
     def base(self) -> str:
+        if self.environment_keys_only:
+            return "environment keys"
         return f"profile {self.profile}" if self.profile else "default"
 
     @property
@@ -106,10 +116,12 @@ def describe_failure(error: Exception, spec: IdentitySpec, caller: str | None) -
         return str(error)
     profile = spec.profile or "default"
     if isinstance(error, botocore.exceptions.ProfileNotFound):
+        # The profile botocore looked for: AWS_PROFILE's, when the spec names none.
+        missing = error.kwargs.get("profile", profile)
         available = ", ".join(sorted(botocore.session.Session().available_profiles)) or "none"
         return (
-            f"profile {profile!r} is not in the AWS config files (profiles: {available}); "
-            "fix the profile name or add it with `aws configure --profile NAME`"
+            f"profile {missing!r} is not in the AWS config files (profiles: {available}); "
+            f"fix the profile name or add it with `aws configure --profile {missing}`"
         )
     if isinstance(
         error,
@@ -226,7 +238,10 @@ class Identity:
 
     def _resolve(self) -> botocore.credentials.Credentials:
         spec = self.spec
-        session = botocore.session.Session(profile=spec.profile)
+        if spec.environment_keys_only:  # a session deaf to AWS_PROFILE: the keys come first
+            session = botocore.session.Session(session_vars=IGNORE_PROFILE_VARIABLES)
+        else:
+            session = botocore.session.Session(profile=spec.profile)
         base = session.get_credentials()
         if base is None:
             raise LookupError(NO_CREDENTIALS_HELP.format(profile=repr(spec.profile or "default")))
@@ -241,9 +256,10 @@ class Identity:
             assume["ExternalId"] = spec.external_id
         if spec.duration_seconds:
             assume["DurationSeconds"] = spec.duration_seconds
-        region = session.get_config_variable("region") or STS_DEFAULT_REGION
         fetcher = botocore.credentials.AssumeRoleCredentialFetcher(
-            client_creator=functools.partial(session.create_client, region_name=region),
+            client_creator=functools.partial(
+                session.create_client, region_name=spec.sts_region or STS_DEFAULT_REGION
+            ),
             source_credentials=base,
             role_arn=spec.role_arn,
             extra_args=assume,

@@ -8,6 +8,7 @@ ProxyError                      every error the proxy answers itself
 ├── HostNotAllowed              403 host_not_allowed        (DNS rebinding, loopback binds)
 ├── OriginNotAllowed            403 origin_not_allowed      (remote pages, CORS)
 ├── BodyTooLarge                413 body_too_large
+├── ExpectationFailed           417 expectation_failed      (an Expect other than 100-continue)
 ├── RequestTimeout              408 request_timeout
 ├── TooManyConnections          503 too_many_connections
 ├── UpstreamUnreachable         502 upstream_unreachable
@@ -70,6 +71,11 @@ class OriginNotAllowed(ProxyError):
 class BodyTooLarge(ProxyError):
     code = "body_too_large"
     status = 413
+
+
+class ExpectationFailed(ProxyError):
+    code = "expectation_failed"
+    status = 417
 
 
 class UpstreamUnreachable(ProxyError):

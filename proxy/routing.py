@@ -9,8 +9,9 @@ from aiohttp import BasicAuth, ClientTimeout
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
+from proxy.aws_config import Resolved
 from proxy.credentials import Identity
-from proxy.settings import ConfigError, Route, region_from_url
+from proxy.settings import Route
 from proxy.target import canonical_path
 
 
@@ -27,6 +28,7 @@ class Upstream:
     host_header: str
     base_path: str  # canonical, without a trailing slash; "" for the root
     region: str
+    region_source: str  # where the region came from: "AWS_REGION", "profile dev", ...
     service: str
     timeout: ClientTimeout
     identity: Identity
@@ -40,14 +42,8 @@ class Upstream:
     proxy_authorization: str | None = None
 
     @classmethod
-    def from_route(cls, route: Route, default_region: str | None, identity: Identity) -> Upstream:
+    def from_route(cls, route: Route, region: Resolved, identity: Identity) -> Upstream:
         url = URL(route.url)
-        region = route.region or region_from_url(url) or default_region
-        if region is None:
-            raise ConfigError(
-                f"route {route.prefix!r} has url {route.url!r}, which does not reveal its region: "
-                "set region on the route, pass --region, or set AWS_REGION"
-            )
         base_path = canonical_path(url.raw_path or "/").rstrip("/")
         try:
             proxy, proxy_auth = get_env_proxy_for_url(url)
@@ -65,7 +61,8 @@ class Upstream:
             port=url.explicit_port,
             host_header=host_header,
             base_path=base_path,
-            region=region,
+            region=region.value,
+            region_source=region.source,
             service=route.service,
             timeout=ClientTimeout(total=route.timeout),
             identity=identity,

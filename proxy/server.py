@@ -37,10 +37,11 @@ def _announce(app: web.Application, settings: Settings, address: str) -> None:
     width = max(len(upstream.prefix) for upstream in upstreams)
     for upstream in upstreams:
         log.info(
-            "route %s -> %s (region %s, identity %s)",
+            "route %s -> %s (region %s from %s, identity %s)",
             upstream.prefix.ljust(width),
             upstream.url,
             upstream.region,
+            upstream.region_source,
             upstream.identity.describe(),
             extra={
                 "fields": {
@@ -48,6 +49,7 @@ def _announce(app: web.Application, settings: Settings, address: str) -> None:
                     "prefix": upstream.prefix,
                     "upstream": upstream.url,
                     "region": upstream.region,
+                    "region_source": upstream.region_source,
                     "identity": upstream.identity.name,
                     "account_id": upstream.identity.account_id,
                 }

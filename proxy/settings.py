@@ -6,6 +6,8 @@ proxy's environment variables.
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import re
 import tomllib
@@ -19,12 +21,15 @@ from pydantic import (
     ConfigDict,
     Field,
     IPvAnyNetwork,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -185,6 +190,76 @@ class _TomlFile(PydanticBaseSettingsSource):
         return {**data, **server}
 
 
+def parse_route(text: str) -> dict[str, str]:
+    """PREFIX=URL[,OPTION=VALUE...], options being any route setting (profile=..., timeout=...);
+    ValueError naming what is wrong."""
+    prefix, sep, rest = text.partition("=")
+    url, *options = rest.split(",")
+    if not sep or not prefix or not url:
+        raise ValueError(
+            f"{text!r} is not PREFIX=URL[,OPTION=VALUE...], for example "
+            "/users=https://abc.lambda-url.us-east-1.on.aws,profile=dev"
+        )
+    route = {"prefix": prefix, "url": url}
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep or not name:
+            raise ValueError(
+                f"route option {option!r} in {text!r} is not OPTION=VALUE, for example timeout=30"
+            )
+        route[name.strip()] = value
+    return route
+
+
+def route_options() -> list[str]:
+    """The settings a route takes beyond its prefix and URL, for --help and messages."""
+    identity = list(IdentityOptions.model_fields)
+    own = [name for name in Route.model_fields if name not in ("prefix", "url", *identity)]
+    return own + identity
+
+
+ROUTES_EXAMPLE: Final = (
+    '[{"prefix": "/users", "url": "https://abc123.lambda-url.us-east-1.on.aws"}]'
+)
+# Lists of plain strings: in the environment, bare values separated by commas do as well as JSON.
+PLAIN_LISTS: Final = frozenset({"cors_origins", "allowed_clients"})
+
+
+class _Environment(EnvSettingsSource):
+    """LAMBDA_URL_PROXY_* variables. Lists are JSON as pydantic-settings reads them; a list of
+    strings may also be one bare value, or several separated by commas; a malformed value is a
+    message naming the variable and the shape it needs."""
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        try:
+            decoded = json.loads(value)
+        except ValueError as error:
+            if field_name in PLAIN_LISTS:
+                return [item.strip() for item in str(value).split(",") if item.strip()]
+            raise ConfigError(_not_json(field_name, str(value), error)) from None
+        if field_name in PLAIN_LISTS and isinstance(decoded, str):
+            return [decoded]
+        if field_name == "routes" and not isinstance(decoded, list):
+            raise ConfigError(
+                f"{env_name(field_name)} must be a JSON list of routes, even for one: wrap it in "
+                f"[ ], for example {ROUTES_EXAMPLE}"
+            )
+        return decoded
+
+
+def _not_json(field_name: str, value: str, error: ValueError) -> str:
+    variable = env_name(field_name)
+    message = f"{variable} is not valid JSON ({error})"
+    if field_name != "routes":
+        return f"{message}; it must be a JSON list"
+    message += f": it must be a JSON list of routes, for example {ROUTES_EXAMPLE}"
+    try:  # the --route syntax, written where JSON was expected: show it as JSON
+        routes = [parse_route(text) for text in value.split()]
+    except ValueError:
+        return message
+    return f"{message}. In JSON, what you wrote is: {variable}='{json.dumps(routes)}'"
+
+
 _config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
 
 
@@ -247,6 +322,12 @@ class Settings(BaseSettings, IdentityOptions):
     routes: list[Route] = Field(
         default_factory=list, description="PREFIX=URL; repeat for each route", min_length=1
     )
+    # Where each setting that was set came from, for messages: "--profile", an environment
+    # variable's name, or the config file's path. Filled by load_settings.
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def origin(self, name: str) -> str:
+        return self._origins.get(name, "default")
 
     @field_validator("routes")
     @classmethod
@@ -283,7 +364,11 @@ class Settings(BaseSettings, IdentityOptions):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _TomlFile(settings_cls, _config_file.get())
+        return (
+            init_settings,
+            _Environment(settings_cls),
+            _TomlFile(settings_cls, _config_file.get()),
+        )
 
 
 def env_name(field: str) -> str:
@@ -293,8 +378,10 @@ def env_name(field: str) -> str:
 def _check_environment(environ: dict[str, str]) -> None:
     known = {env_name(name) for name in Settings.model_fields} | {CONFIG_ENV}
     if unknown := sorted(key for key in environ if key.startswith(ENV_PREFIX) and key not in known):
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1, cutoff=0.8)
+        guess = f"did you mean {close[0]}? " if close else ""
         raise ConfigError(
-            f"unknown environment variable {unknown[0]}: "
+            f"unknown environment variable {unknown[0]}: {guess}"
             f"the settings are {', '.join(sorted(known))}"
         )
 
@@ -308,7 +395,7 @@ def _describe(error: ValidationError) -> str:
         where = where.lstrip(".") or "settings"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = f"unknown setting (value {item['input']!r}); see --help for the settings"
+            message = f"unknown setting (value {item['input']!r}); {_known(item['loc'])}"
         elif item["type"] == "missing":
             message = "missing: required"
         elif item["type"] == "too_short" and where == "routes":
@@ -326,6 +413,16 @@ def _describe(error: ValidationError) -> str:
     return "invalid configuration:\n" + "\n".join(lines)
 
 
+def _known(loc: tuple[int | str, ...]) -> str:
+    """The settings that exist where an unknown one was given, the closest first."""
+    in_route = len(loc) == 3 and loc[0] == "routes"
+    known = route_options() if in_route else list(Settings.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
+    guess = f"did you mean `{close[0]}`? " if close else ""
+    kind = "a route's settings (besides prefix and url)" if in_route else "the settings"
+    return f"{guess}{kind}: {', '.join(known)}"
+
+
 def load_settings(
     flags: dict[str, Any] | None = None,
     config_file: Path | None = None,
@@ -337,8 +434,9 @@ def load_settings(
     if config_file is None and environ.get(CONFIG_ENV):
         config_file = Path(environ[CONFIG_ENV])
     token = _config_file.set(config_file)
+    flags = flags or {}
     try:
-        return Settings(**(flags or {}))
+        settings = Settings(**flags)
     except ValidationError as error:
         raise ConfigError(_describe(error)) from None
     except SettingsError as error:
@@ -346,3 +444,12 @@ def load_settings(
         raise ConfigError(f"invalid configuration: {error}{cause}") from None
     finally:
         _config_file.reset(token)
+    for name in settings.model_fields_set:
+        if name in flags:
+            origin = "--route" if name == "routes" else f"--{name.replace('_', '-')}"
+        elif env_name(name) in environ:
+            origin = env_name(name)
+        else:
+            origin = f"config file {config_file}"
+        settings._origins[name] = origin
+    return settings

@@ -9,24 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-import botocore.session
-
 from proxy.access import AccessPolicy, is_loopback
+from proxy.aws_config import AwsConfig, resolve_route
 from proxy.cors import CorsPolicy
 from proxy.credentials import Identity, IdentitySpec
 from proxy.routing import Router, Upstream
-from proxy.settings import Settings
+from proxy.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
-
-
-def default_aws_setting(name: str) -> str | None:
-    """A setting from the AWS environment and config files, as the AWS CLI would read it."""
-    value = botocore.session.Session().get_config_variable(name)
-    return str(value) if value else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,21 +30,48 @@ class ProxyState:
     cors: CorsPolicy
     access: AccessPolicy
     identities: Mapping[IdentitySpec, Identity]
+    ca_bundle: Path | None = None
 
     @classmethod
     def build(
-        cls, settings: Settings, reuse: Mapping[IdentitySpec, Identity] | None = None
+        cls,
+        settings: Settings,
+        reuse: Mapping[IdentitySpec, Identity] | None = None,
+        aws: AwsConfig | None = None,
     ) -> ProxyState:
-        """ConfigError if a route cannot be compiled. Identities in `reuse` are kept, with their
-        cached credentials, wherever the new settings ask for the same identity."""
-        default_region = settings.region or default_aws_setting("region")
+        """ConfigError naming every route that cannot be compiled. Identities in `reuse` are
+        kept, with their cached credentials, wherever the new settings ask for the same one."""
+        aws = aws or AwsConfig()
+        for why in aws.unreadable:
+            log.warning("%s", why)
         identities: dict[IdentitySpec, Identity] = {}  # routes with the same spec share one
-        upstreams = []
+        upstreams, warned = [], set()
+        problems: dict[str, list[str]] = {}  # the same problem, once, with every route it hits
         for route in settings.routes:
-            spec = IdentitySpec.for_route(route, settings)
+            try:
+                resolved = resolve_route(route, settings, aws)
+            except ConfigError as error:
+                problems.setdefault(str(error), []).append(repr(route.prefix))
+                continue
+            if resolved.warning and resolved.warning not in warned:
+                warned.add(resolved.warning)
+                log.warning("%s", resolved.warning)
+            sts_region = aws.region(resolved.profile)
+            spec = replace(
+                IdentitySpec.for_route(route, settings),
+                environment_keys_only=resolved.environment_keys_only,
+                sts_region=sts_region.value if sts_region else None,
+            )
             if spec not in identities:
                 identities[spec] = (reuse or {}).get(spec) or Identity(spec)
-            upstreams.append(Upstream.from_route(route, default_region, identities[spec]))
+            upstreams.append(Upstream.from_route(route, resolved.region, identities[spec]))
+        if problems:
+            raise ConfigError(
+                "\n".join(
+                    f"route{'s' if len(prefixes) > 1 else ''} {', '.join(prefixes)}: {problem}"
+                    for problem, prefixes in problems.items()
+                )
+            )
         return cls(
             settings,
             Router(upstreams),
@@ -61,7 +82,17 @@ class ProxyState:
                 loopback_only=is_loopback(settings.host),
             ),
             identities,
+            _ca_bundle(settings, aws),
         )
+
+
+def _ca_bundle(settings: Settings, aws: AwsConfig) -> Path | None:
+    """`ca_bundle` > AWS_CA_BUNDLE > the top-level profile's `ca_bundle`: one for the process."""
+    if settings.ca_bundle is not None:
+        return settings.ca_bundle
+    profile = aws.profile(settings.profile, settings.origin("profile"))
+    configured = aws.ca_bundle(profile)
+    return Path(configured.value) if configured else None
 
 
 class Live:

@@ -136,16 +136,20 @@ def _pump(stream: Any, lines: list[str]) -> None:
 
 
 def spawn(
-    args: list[str], env: dict[str, str] | None = None, startup: float = 15.0
+    args: list[str],
+    env: dict[str, str] | None = None,
+    startup: float = 15.0,
+    inherit: bool = True,
 ) -> ProxyProcess:
-    """Start `args` (the installed command, by default); wait for its 'listening on' line."""
+    """Start `args` (the installed command, by default); wait for its 'listening on' line.
+    `env` is added to this process's environment, or, with `inherit=False`, is all of it."""
     process = subprocess.Popen(
         args,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **(env or {})} if inherit else env,
     )
     lines: list[str] = []
     threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()

@@ -49,8 +49,8 @@ async def test_installed_command_signs_and_forwards(
         assert fake.received[-1].verified
         assert "(event loop: uvloop)" in "".join(proxy.lines)
         assert (
-            f"route /users -> {fake.url} (region us-east-1, identity default, env, AKIA...0001)"
-            in "".join(proxy.lines)
+            f"route /users -> {fake.url} (region us-east-1 from --region, identity default, env, "
+            "AKIA...0001)" in "".join(proxy.lines)
         )
     finally:
         assert await stop(proxy) == 0  # SIGTERM: graceful exit

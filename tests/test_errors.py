@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import re
 import socket
 from typing import Any
 
+import pytest
 from yarl import URL
 
+from proxy import errors
 from proxy.settings import MiB
-from tests.conftest import RunningProxy, raw_response, route, running_proxy
+from tests.conftest import ROOT, RunningProxy, raw_response, route, running_proxy
 from tests.fake_function_url import FakeFunctionUrl
 
 
@@ -165,6 +170,7 @@ async def test_reserved_endpoints(proxy: RunningProxy, fake: FakeFunctionUrl) ->
             "prefix": "/fn",
             "url": fake.url,
             "region": "us-east-1",
+            "region_source": "route /fn",
             "service": "lambda",
             "strip_prefix": True,
             "timeout": 60.0,
@@ -188,3 +194,100 @@ async def test_reserved_paths_are_never_forwarded_even_with_a_root_route(
         async with proxy.client.get(proxy.url + "/anything") as response:
             assert response.status == 200
     assert [r.raw_path for r in fake.received] == ["/anything"]
+
+
+# --- one order of checks for every request: access, route, credentials, then 413 or 100 ---------
+
+TOKEN = "t0ken-for-the-expect-tests"
+
+
+def upload_head(path: str, length: int, token: str | None = None) -> bytes:
+    """What curl sends before a body over 1 MiB: the head, then it waits for 100 Continue."""
+    auth = f"X-Proxy-Token: {token}\r\n" if token else ""
+    return (
+        f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n{auth}"
+        "Expect: 100-continue\r\n\r\n"
+    ).encode()
+
+
+async def first_answer(port: int, head: bytes) -> bytes:
+    """The first status line the proxy writes after a head whose body is never sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        return await asyncio.wait_for(reader.readline(), 5)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "length", "token", "status"),
+    [
+        ("/fn/x", 7 * MiB, None, b"401"),  # over the limit, but unauthorized first
+        ("/fn/x", 2 * MiB, None, b"401"),  # within it: 401 before any 100 Continue
+        ("/elsewhere", 2 * MiB, TOKEN, b"404"),  # routing before the body
+        ("/elsewhere", 7 * MiB, TOKEN, b"404"),
+        ("/fn/x", 7 * MiB, TOKEN, b"413"),
+        ("/fn/x", 2 * MiB, TOKEN, b"100"),  # every check passed: now the body may come
+    ],
+)
+async def test_expect_100_continue_waits_for_every_check(
+    fake: FakeFunctionUrl,
+    aws_keys: None,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    length: int,
+    token: str | None,
+    status: bytes,
+) -> None:
+    caplog.set_level(logging.INFO, "proxy.access")
+    async with running_proxy(routes=[route("/fn", fake.url)], access_token=TOKEN) as proxy:
+        line = await first_answer(port_of(proxy), upload_head(path, length, token))
+        await asyncio.sleep(0.05)
+    assert line.startswith(b"HTTP/1.1 " + status), line
+    access = [r for r in caplog.records if r.name == "proxy.access"]
+    if status != b"100":  # refused early: one access line all the same
+        assert len(access) == 1 and f" {status.decode()} " in access[0].getMessage()
+    assert fake.received == []
+
+
+async def test_expect_100_continue_then_the_body_reaches_the_function(
+    fake: FakeFunctionUrl, aws_keys: None
+) -> None:
+    async with running_proxy(routes=[route("/fn", fake.url)], access_token=TOKEN) as proxy:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(proxy))
+        try:
+            writer.write(upload_head("/fn/x", 3000, TOKEN))
+            assert await asyncio.wait_for(reader.readline(), 5) == b"HTTP/1.1 100 Continue\r\n"
+            assert await reader.readline() == b"\r\n"
+            writer.write(b"b" * 3000)
+            final = await asyncio.wait_for(reader.readline(), 5)
+        finally:
+            writer.close()
+    assert final.startswith(b"HTTP/1.1 200"), final
+    assert [len(r.body) for r in fake.received] == [3000]
+
+
+async def test_an_unknown_expectation_gets_417(proxy: RunningProxy, fake: FakeFunctionUrl) -> None:
+    head, body = await raw_response(
+        port_of(proxy),
+        b"PUT /fn/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n"
+        b"Expect: something-else\r\n\r\n",
+    )
+    assert head.startswith(b"HTTP/1.1 417"), head
+    assert json.loads(body)["error"] == "expectation_failed"
+    assert fake.received == []
+
+
+def test_readmes_error_table_lists_every_error_with_its_status() -> None:
+    table = dict(
+        re.findall(r"^\| `(\w+)` \| (\d{3}) \|", (ROOT / "README.md").read_text(), re.MULTILINE)
+    )
+    codes = {
+        cls.code: str(cls.status)
+        for cls in vars(errors).values()
+        if isinstance(cls, type)
+        and issubclass(cls, errors.ProxyError)
+        and cls is not errors.ProxyError
+    }
+    assert table == codes

@@ -22,7 +22,8 @@ from aiohttp import web
 from proxy.app import LIVE
 from proxy.cli import build_parser
 from proxy.credentials import Identity, default_session_name
-from proxy.settings import load_settings
+from proxy.settings import ConfigError, load_settings
+from proxy.state import ProxyState
 from tests.conftest import AKID, SECRET, RunningProxy, route, running_proxy, spawn
 from tests.fake_credential_sources import CALLER_ARN, FakeContainerCredentials, FakeSts
 from tests.fake_function_url import FakeFunctionUrl, KeyRecord
@@ -273,14 +274,16 @@ async def test_assume_role_denied_names_the_role_and_the_caller(
     assert SECRET not in json.dumps(ready) + json.dumps(body)
 
 
-async def test_unknown_profile_lists_the_profiles(fake: FakeFunctionUrl, tmp_path: Path) -> None:
+def test_unknown_route_profile_stops_start_up_listing_the_profiles(
+    fake: FakeFunctionUrl, tmp_path: Path
+) -> None:
     (tmp_path / "aws-config").write_text("[profile dev]\nregion = us-east-1\n[profile prod]\n")
-    async with running_proxy(routes=[route("/fn", fake.url, profile="staging")]) as proxy:
-        status, body = await get(proxy, "/fn/x")
-    assert status == 503
-    assert (
-        "profile 'staging' is not in the AWS config files (profiles: dev, prod)" in body["message"]
+    with pytest.raises(ConfigError) as refused:
+        ProxyState.build(load_settings({"routes": [route("/fn", fake.url, profile="staging")]}))
+    assert "route '/fn': profile 'staging' (from route /fn) is not in the AWS config files" in str(
+        refused.value
     )
+    assert "profiles there: dev, prod" in str(refused.value)
 
 
 async def test_expired_sso_session_says_how_to_log_in(
@@ -422,6 +425,7 @@ async def test_start_up_shows_each_routes_identity_and_account(
     proxy.stop()
     text = "".join(proxy.lines)
     assert (
-        f"route /billing -> {fake.url} (region us-east-1, identity default -> role {BILLING}, "
+        f"route /billing -> {fake.url} (region us-east-1 from --region, identity default -> "
+        f"role {BILLING}, "
         "account 210987654321, assume-role, ASIA...0001)"
     ) in text

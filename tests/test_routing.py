@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from proxy.aws_config import Resolved
 from proxy.credentials import Identity
 from proxy.routing import Router, Upstream
-from proxy.settings import ConfigError, Route
+from proxy.settings import Route
 
 
 def upstream(
     prefix: str, url: str = "https://abc.lambda-url.us-east-1.on.aws", **kw: object
 ) -> Upstream:
-    return Upstream.from_route(Route(prefix=prefix, url=url, **kw), None, Identity())
+    region = Resolved("us-east-1", "the URL's host")
+    return Upstream.from_route(Route(prefix=prefix, url=url, **kw), region, Identity())
 
 
 @pytest.fixture
@@ -61,25 +63,6 @@ def test_root_prefix_catches_everything_else() -> None:
 )
 def test_upstream_path(prefix: str, url: str, strip: bool, path: str, expected: str) -> None:
     assert upstream(prefix, url, strip_prefix=strip).path_for(path) == expected
-
-
-def test_region_comes_from_the_function_url() -> None:
-    assert upstream("/a", "https://x1y2.lambda-url.eu-west-3.on.aws").region == "eu-west-3"
-
-
-def test_region_of_route_beats_the_url_and_the_default() -> None:
-    route = Route(prefix="/a", url="https://x.lambda-url.eu-west-3.on.aws", region="ap-south-1")
-    assert Upstream.from_route(route, "us-west-2", Identity()).region == "ap-south-1"
-
-
-def test_default_region_for_other_hosts() -> None:
-    route = Route(prefix="/a", url="http://127.0.0.1:9000")
-    assert Upstream.from_route(route, "us-west-2", Identity()).region == "us-west-2"
-
-
-def test_no_region_at_all_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"route '/a' has url 'http://127.0.0.1:9000'.*--region"):
-        Upstream.from_route(Route(prefix="/a", url="http://127.0.0.1:9000"), None, Identity())
 
 
 def test_host_header_keeps_an_explicit_port() -> None:

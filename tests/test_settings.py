@@ -106,10 +106,96 @@ def test_unknown_environment_variable_is_refused(monkeypatch: pytest.MonkeyPatch
         load_settings({"routes": [{"prefix": "/u", "url": USERS}]})
 
 
-def test_routes_environment_variable_must_be_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LAMBDA_URL_PROXY_ROUTES", "/users=https://x")
-    with pytest.raises(ConfigError, match="routes"):
+def test_routes_in_the_environment_in_flag_syntax_are_shown_as_json(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LAMBDA_URL_PROXY_ROUTES", "/users=https://x,region=us-east-1")
+    with pytest.raises(ConfigError) as refused:
         load_settings()
+    message = str(refused.value)
+    assert message.startswith("LAMBDA_URL_PROXY_ROUTES is not valid JSON")
+    assert "it must be a JSON list of routes, for example [{" in message
+    assert (
+        "In JSON, what you wrote is: LAMBDA_URL_PROXY_ROUTES='"
+        '[{"prefix": "/users", "url": "https://x", "region": "us-east-1"}]\'' in message
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('[{"prefix": "/a", "url": "https://x"}', "is not valid JSON (Expecting ',' delimiter"),
+        ('{"prefix": "/a", "url": "https://x"}', "must be a JSON list of routes, even for one"),
+    ],
+)
+def test_malformed_routes_in_the_environment_name_the_variable_and_the_shape(
+    monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    monkeypatch.setenv("LAMBDA_URL_PROXY_ROUTES", value)
+    with pytest.raises(ConfigError, match=r"^LAMBDA_URL_PROXY_ROUTES ") as refused:
+        load_settings()
+    assert message in str(refused.value)
+    assert '[{"prefix": "/users", "url": "https://abc123.lambda-url' in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "origins"),
+    [
+        ("http://localhost:5173", ["http://localhost:5173"]),
+        ('"http://localhost:5173"', ["http://localhost:5173"]),
+        (
+            "http://localhost:5173, http://localhost:3000",
+            ["http://localhost:5173", "http://localhost:3000"],
+        ),
+        ('["http://localhost:5173"]', ["http://localhost:5173"]),
+        ("*", ["*"]),
+    ],
+)
+def test_cors_origins_in_the_environment_may_be_bare(
+    monkeypatch: pytest.MonkeyPatch, value: str, origins: list[str]
+) -> None:
+    monkeypatch.setenv("LAMBDA_URL_PROXY_CORS_ORIGINS", value)
+    assert load_settings({"routes": [{"prefix": "/u", "url": USERS}]}).cors_origins == origins
+
+
+def test_allowed_clients_in_the_environment_may_be_bare(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAMBDA_URL_PROXY_ALLOWED_CLIENTS", "10.0.0.0/8,172.16.0.0/12")
+    settings = load_settings({"routes": [{"prefix": "/u", "url": USERS}]})
+    assert [str(network) for network in settings.allowed_clients] == ["10.0.0.0/8", "172.16.0.0/12"]
+
+
+@pytest.mark.parametrize(
+    ("route", "guess"),
+    [
+        (
+            {"strip": False},
+            "routes[0].strip: unknown setting (value False); did you mean `strip_prefix`?",
+        ),
+        ({"timout": 3}, "did you mean `timeout`?"),
+        ({"rolearn": "x"}, "did you mean `role_arn`?"),
+    ],
+)
+def test_an_unknown_route_key_gets_the_closest_one(route: dict[str, object], guess: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"routes": [{"prefix": "/u", "url": USERS, **route}]})
+    assert guess in str(refused.value)
+    assert "a route's settings (besides prefix and url): strip_prefix, region," in str(
+        refused.value
+    )
+
+
+def test_an_unknown_variable_gets_the_closest_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAMBDA_URL_PROXY_CORS_ORIGIN", "http://localhost:5173")
+    with pytest.raises(ConfigError, match=r"did you mean LAMBDA_URL_PROXY_CORS_ORIGINS\?"):
+        load_settings({"routes": [{"prefix": "/u", "url": USERS}]})
+
+
+def test_help_lists_the_route_options() -> None:
+    text = " ".join(build_parser().format_help().split())
+    assert (
+        "OPTIONs are route settings: strip_prefix, region, service, timeout, profile, role_arn, "
+        "external_id, role_session_name, duration_seconds" in text
+    )
 
 
 def test_unknown_key_in_file(tmp_path: Path) -> None:

@@ -120,13 +120,16 @@ def test_a_dns_failure_is_explained() -> None:
     from aiohttp import ClientConnectorDNSError
     from aiohttp.client_reqrep import ConnectionKey
 
+    from proxy.aws_config import Resolved
     from proxy.credentials import Identity
     from proxy.routing import Upstream
     from proxy.settings import Route
     from proxy.upstream import _unreachable
 
     upstream = Upstream.from_route(
-        Route(prefix="/fn", url="https://nope.lambda-url.us-east-1.on.aws"), None, Identity()
+        Route(prefix="/fn", url="https://nope.lambda-url.us-east-1.on.aws"),
+        Resolved("us-east-1", "the URL's host"),
+        Identity(),
     )
     key = ConnectionKey("nope.lambda-url.us-east-1.on.aws", 443, True, True, None, None, None)
     error = ClientConnectorDNSError(key, OSError(-2, "Name or service not known"))
