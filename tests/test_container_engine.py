@@ -125,9 +125,18 @@ def image(engine: None) -> str:
     """The image as shipped: `docker build` of the repository with its Dockerfile, untouched.
     Tagged as docker-compose.yml names it, so that the compose run finds every layer built."""
     tag = str(service(PROXY_SERVICE)["image"])
+    before = image_id(tag)
     # --force-rm: a failed step leaves no stopped container behind.
     docker("build", "--force-rm", "--tag", tag, str(ROOT), timeout=240)
+    if before not in (None, image_id(tag)):
+        # The previous build, now untagged: removed (with its own layers) so builds do not pile up.
+        docker("rmi", before, check=False)
     return tag
+
+
+def image_id(tag: str) -> str | None:
+    found = docker("image", "inspect", "--format", "{{.Id}}", tag, check=False)
+    return found.stdout.strip() if found.returncode == 0 else None
 
 
 @dataclass(frozen=True)
@@ -251,6 +260,14 @@ def output(name: str) -> str:
     return logs.stdout + logs.stderr
 
 
+def wait_exited(name: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while (current := state(name))["Status"] != "exited":
+        assert time.monotonic() < deadline, f"{name}: still {current['Status']}:\n{output(name)}"
+        time.sleep(0.25)
+    return current
+
+
 def wait_healthy(name: str, timeout: float = 45) -> dict[str, Any]:
     """Docker's own verdict: the image's HEALTHCHECK, on its schedule (every 5 s)."""
     deadline = time.monotonic() + timeout
@@ -303,7 +320,7 @@ def pid1(name: str) -> tuple[list[int], str]:
 def containers(
     image: str, bridge: Bridge, fake_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Container]]:
-    """Four containers of the image, started at once (each takes ~5 s to its first health check),
+    """Containers of the image, started at once (each takes ~5 s to its first health check),
     configured as docs/docker.md says a user would."""
     homes = tmp_path_factory.mktemp("homes")
     mount = f"{CONTAINER_HOME}/.aws:ro"
@@ -330,6 +347,11 @@ def containers(
             volumes=(f"{aws_home(homes / 'other', 'dev', OTHER_USER)}/.aws:{mount}",),
             user=f"{OTHER_USER}:{OTHER_USER}",
             port=9090,
+        ),
+        # ~/.aws of another host user than the one the container runs as: unreadable.
+        "unreadable": Setup(
+            {"AWS_PROFILE": "dev", ROUTES: routes_to(fake_url)},
+            volumes=(f"{aws_home(homes / 'unreadable', 'dev', OTHER_USER)}/.aws:{mount}",),
         ),
         # No credentials anywhere (instance metadata off: nothing to ask on this network).
         "no-credentials": Setup(
@@ -457,6 +479,17 @@ def test_another_uid_reads_its_own_aws_and_the_port_follows_the_variable(
     assert uids == [OTHER_USER] * 4
 
 
+def test_an_unreadable_aws_mount_stops_it_saying_whose_it_is(
+    containers: dict[str, Container],
+) -> None:
+    proxy = containers["unreadable"]
+    assert wait_exited(proxy.name)["ExitCode"] == 2  # a configuration error, not a crash
+    [error] = [r for r in log_records(proxy.name) if r["level"] == "error"]
+    message = str(error["message"])
+    assert f"cannot be read by uid {IMAGE_USER} (it belongs to uid {OTHER_USER})" in message
+    assert "PROXY_UID=$(id -u)" in message and "Traceback" not in output(proxy.name)
+
+
 def test_without_credentials_it_stays_healthy_and_says_why(
     containers: dict[str, Container],
 ) -> None:
@@ -564,7 +597,7 @@ def override(fake_url: str, bridge: Bridge) -> str:
 def app_image(engine: None) -> str:
     """The `app` service's image: what this engine has under its name, else a local stand-in."""
     tag = str(service("app")["image"])
-    if docker("image", "inspect", tag, check=False).returncode != 0:
+    if image_id(tag) is None:
         dockerfile = CURL_STAND_IN.format(base=final().base)
         docker("build", "--force-rm", "--tag", tag, "-", stdin=dockerfile, timeout=180)
     return tag
