@@ -307,6 +307,14 @@ def assert_signed(body: bytes, region: str = REGION) -> None:
     assert (echo["access_key"], echo["region"], echo["raw_path"]) == (AKID, region, "/42")
 
 
+def assert_signs_through(proxy: Container) -> None:
+    """Healthy, and a request through it reaches the fake signed."""
+    wait_healthy(proxy.name)
+    status, _, body = proxy.get(f"{prefix()}/42")
+    assert status == 200, body
+    assert_signed(body)
+
+
 def pid1(name: str) -> tuple[list[int], str]:
     """The real uids and the command line of the container's first process."""
     status = docker("exec", name, "cat", "/proc/1/status").stdout
@@ -430,11 +438,7 @@ def test_the_health_check_fails_without_a_server(image: str) -> None:
 def test_configured_by_the_environment_it_signs_for_aws_region(
     containers: dict[str, Container],
 ) -> None:
-    proxy = containers["environment"]
-    wait_healthy(proxy.name)
-    status, _, body = proxy.get(f"{prefix()}/42")
-    assert status == 200, body
-    assert_signed(body)
+    assert_signs_through(containers["environment"])
 
 
 def test_it_runs_as_pid_1_and_not_as_root(containers: dict[str, Container]) -> None:
@@ -459,10 +463,7 @@ def test_with_aws_mounted_read_only_it_signs_with_the_profile(
     containers: dict[str, Container],
 ) -> None:
     proxy = containers["aws-mount"]
-    wait_healthy(proxy.name)
-    status, _, body = proxy.get(f"{prefix()}/42")
-    assert status == 200, body
-    assert_signed(body)  # the region too comes from the profile, in ~/.aws/config
+    assert_signs_through(proxy)  # for the region in ~/.aws/config, the profile's
     _, _, ready = proxy.get("/_proxy/ready")
     assert json.loads(ready)["identities"][0]["source"] == "shared-credentials-file"
 
@@ -471,10 +472,7 @@ def test_another_uid_reads_its_own_aws_and_the_port_follows_the_variable(
     containers: dict[str, Container],
 ) -> None:
     proxy = containers["other-uid"]
-    wait_healthy(proxy.name)  # the health check asks the port LAMBDA_URL_PROXY_PORT names
-    status, _, body = proxy.get(f"{prefix()}/42")
-    assert status == 200, body
-    assert_signed(body)
+    assert_signs_through(proxy)  # healthy: the health check asks the port the variable names
     uids, _ = pid1(proxy.name)
     assert uids == [OTHER_USER] * 4
 
