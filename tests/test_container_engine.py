@@ -107,6 +107,10 @@ def engine_problem() -> str | None:
         return f"`docker info` did not answer in 20 s: {setup}"
     if info.returncode != 0:
         return f"no Docker engine answers ({info.stderr.strip()[-200:]}): {setup}"
+    if docker("network", "inspect", "bridge", check=False).returncode != 0:
+        return (
+            "the engine runs without bridge networks (dockerd --bridge=none): these tests need them"
+        )
     if docker("image", "inspect", final().base, check=False).returncode != 0:
         return f"no image {final().base} to build on (docker pull it, or {setup}: a stand-in)"
     if os.geteuid() != 0:
