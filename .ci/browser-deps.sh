@@ -25,7 +25,7 @@ else
 fi
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  # Debian 12's nodejs is 18, too old for vite 7; Debian 13's is 20.19. The project's machines
+  # Debian 12's nodejs is 18, too old for vite 8; Debian 13's is 20.19. The project's machines
   # come with Node.js 20.19+ and npm.
   echo "browser-deps: installing nodejs and npm (apt-get)"
   apt_install nodejs npm
@@ -35,7 +35,7 @@ if ! node -e '
   const [major, minor] = process.versions.node.split(".").map(Number)
   process.exit((major === 20 && minor >= 19) || (major === 22 && minor >= 12) || major >= 23 ? 0 : 1)
 '; then
-  echo "browser-deps: node $node_version is too old: vite 7 needs ^20.19 or >=22.12" >&2
+  echo "browser-deps: node $node_version is too old: vite 8 needs ^20.19 or >=22.12" >&2
   exit 1
 fi
 echo "browser-deps: node $node_version, npm $(npm --version 2>/dev/null)"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Final
 
 from aiohttp import hdrs, web
@@ -30,16 +29,16 @@ def is_loopback(bind: str) -> bool:
         return False
 
 
-@lru_cache(maxsize=1024)
-def is_loopback_name(host: str) -> bool:
-    """Is a Host header (name or address, with or without a port) this machine's loopback?
-    Cached: a client sends the same few Host values, and parsing an address costs more than the
-    rest of the check (bench/README.md)."""
+def host_name(host: str) -> str:
+    """The name or address in a Host header, without its port, brackets or trailing dot."""
     if host.startswith("["):  # [::1] or [::1]:8080
         name = host[1 : host.find("]")]
     else:
         name = host.rpartition(":")[0] if ":" in host else host
-    name = name.lower().rstrip(".")
+    return name.lower().rstrip(".")
+
+
+def is_loopback_name(name: str) -> bool:
     if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
@@ -48,30 +47,86 @@ def is_loopback_name(host: str) -> bool:
         return False
 
 
+def is_ip_literal(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class HostPolicy:
+    """Which names a request may address the proxy by (its Host header): the DNS-rebinding
+    defence. A page whose name is re-pointed at the proxy's address reaches it with that name
+    in Host, so names the proxy is not known by are refused. Known: loopback names; on a wide
+    bind also IP literals and single-label names (a Compose or Kubernetes service name); and
+    `allowed_hosts` (exact names, or `.suffix` / `*.suffix` for a domain; `*` for any)."""
+
+    CACHE_SIZE: Final = 1024
+
+    def __init__(self, allowed: Sequence[str], loopback_bind: bool) -> None:
+        self.any = "*" in allowed
+        self._exact = frozenset(host_name(a) for a in allowed if not a.startswith(("*", ".")))
+        self._suffixes = tuple("." + a.lstrip("*.").lower() for a in allowed if a[:1] in "*.")
+        self._suffixes = tuple(s for s in self._suffixes if s != ".")
+        self._loopback_bind = loopback_bind
+        # A client sends the same few Host values, and parsing an address costs more than the
+        # rest of the check (bench/README.md).
+        self._seen: dict[str, bool] = {}
+
+    def allows(self, host: str) -> bool:
+        known = self._seen.get(host)
+        if known is None:
+            if len(self._seen) >= self.CACHE_SIZE:
+                self._seen.clear()
+            known = self._seen[host] = self._allows(host_name(host))
+        return known
+
+    def _allows(self, name: str) -> bool:
+        if self.any or is_loopback_name(name) or name in self._exact:
+            return True
+        if name.endswith(self._suffixes):
+            return True
+        if self._loopback_bind:
+            return False
+        return is_ip_literal(name) or ("." not in name and bool(name))
+
+    def refusal(self, host: str) -> HostNotAllowed:
+        name = host_name(host)
+        if self._loopback_bind:
+            known = "this proxy listens on loopback and answers only localhost, 127.0.0.1 or [::1]"
+        else:
+            known = (
+                "this proxy answers loopback names, IP addresses and single-label service names "
+                "(such as a Compose service's)"
+            )
+        return HostNotAllowed(
+            f"requests addressed to {host[:100]!r} are refused: {known}, so that a web page whose "
+            "name was pointed at the proxy's address (DNS rebinding) cannot use your AWS "
+            f"identity. If clients really reach the proxy by this name, add it to allowed_hosts "
+            f"(--allowed-host {name[:100]})"
+        )
+
+
 class AccessPolicy:
     def __init__(
         self,
         token: SecretStr | None,
         networks: Sequence[IPvAnyNetwork],
-        loopback_only: bool = False,
+        hosts: HostPolicy,
     ) -> None:
         self._token = token.get_secret_value().encode() if token else None
         self._networks = tuple(networks)
-        # Bound to loopback, every genuine request is addressed to a loopback name; any other
-        # Host is a page whose name was re-pointed at 127.0.0.1 (DNS rebinding).
-        self._loopback_only = loopback_only
-        self.restricted = self._token is not None or bool(self._networks) or loopback_only
+        self._hosts = hosts
+        # Says who may use it: without either, anyone who reaches the port may.
+        self.gated = self._token is not None or bool(self._networks)
+        self.restricted = self.gated or not hosts.any
 
     def check(self, request: web.BaseRequest) -> None:
         """Raise unless the request may be forwarded."""
-        if self._loopback_only:
-            host = request.headers.get(hdrs.HOST)
-            if host is not None and not is_loopback_name(host):
-                raise HostNotAllowed(
-                    f"requests addressed to {host[:100]!r} are refused: this proxy listens on "
-                    "loopback and answers only localhost, 127.0.0.1 or [::1] (a web page whose "
-                    "name was pointed at 127.0.0.1 must not use your AWS identity)"
-                )
+        host = request.headers.get(hdrs.HOST)
+        if host is not None and not self._hosts.allows(host):
+            raise self._hosts.refusal(host)
         if self._networks:
             remote = request.remote or ""
             try:
@@ -88,7 +143,11 @@ class AccessPolicy:
             if offered is None:
                 scheme, _, value = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
                 offered = value.strip() if scheme.lower() == "bearer" else None
-            if offered is None or not hmac.compare_digest(offered.encode(), self._token):
+            # surrogateescape: aiohttp decodes header bytes that are not UTF-8 that way, and
+            # they must compare as the bytes they were, not raise.
+            if offered is None or not hmac.compare_digest(
+                offered.encode("utf-8", "surrogateescape"), self._token
+            ):
                 raise Unauthorized(
                     "this proxy needs its access token: send it as X-Proxy-Token: <token> or "
                     "Authorization: Bearer <token>"

@@ -197,6 +197,10 @@ async def handle(
     try:
         if not raw_target.startswith("/"):  # absolute-form, CONNECT host:port, OPTIONS *
             raise _not_a_path(raw_target)
+        if request.method == hdrs.METH_CONNECT:  # with a path, still a tunnel: never signed
+            raise BadRequest(
+                "CONNECT opens a tunnel through a forward proxy; this proxy is not one"
+            )
         path, query = split_target(raw_target)
         exchange.path = path
         cors = state.cors
@@ -225,6 +229,11 @@ async def handle(
         credentials = await upstream.identity.credentials()  # before reading a body for nothing
         body = b""
         if request.body_exists:  # no timer for the bodiless majority
+            if hdrs.TRANSFER_ENCODING in request.headers:
+                # aiohttp's C parser carries a chunked body's last trailer line into the headers
+                # of the next request on the connection (docs/aiohttp-trailer-report.md), which
+                # would then be signed and forwarded: after a chunked request, no next request.
+                request.protocol.close()
             deadline = Deadline(task, state.settings.body_timeout)
             try:
                 body = await read_body(request, state.settings.max_body_size)

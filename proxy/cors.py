@@ -20,6 +20,7 @@ from proxy.errors import OriginNotAllowed
 LOOPBACK_ORIGIN: Final = re.compile(
     r"https?://(?:localhost|[a-z0-9-]+\.localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d{1,5})?"
 )
+SEC_FETCH_SITE: Final = "Sec-Fetch-Site"
 ALLOWED_METHODS: Final = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 MAX_AGE: Final = "600"
 # Headers a page can read without being told (Fetch standard, CORS-safelisted response headers).
@@ -52,9 +53,23 @@ class CorsPolicy:
         return origin in self.origins or (self.any_loopback and is_loopback_origin(origin))
 
     def check_origin(self, request: web.BaseRequest) -> str | None:
-        """The request's Origin, refused if it is a remote website that is not allowed."""
-        origin = request.headers.get(hdrs.ORIGIN)
-        if origin is None or self.allows(origin) or is_loopback_origin(origin):
+        """The request's Origin, refused if it is a remote website that is not allowed; and a
+        request a page of another site made without saying its origin refused too."""
+        headers = request.headers
+        origin = headers.get(hdrs.ORIGIN)
+        if origin is None:
+            # <img>, <script>, <link>, form GETs and no-cors fetches carry no Origin; every
+            # current browser marks those from another site with Sec-Fetch-Site. Requests
+            # without it (curl, dev-server proxies) and navigations ("none") pass.
+            if headers.get(SEC_FETCH_SITE) == "cross-site":
+                raise OriginNotAllowed(
+                    "a page of another site made this request (Sec-Fetch-Site: cross-site) "
+                    "without saying which: refused, since the proxy signs with your AWS "
+                    "identity. Open the URL yourself, call the proxy through your dev server's "
+                    "proxy, or fetch() it with CORS from an origin in cors_origins"
+                )
+            return None
+        if self.allows(origin) or is_loopback_origin(origin):
             return origin
         raise OriginNotAllowed(
             f"requests from pages at {origin!r} are refused: the proxy signs with your AWS "

@@ -18,6 +18,13 @@ from proxy.upstream import Exchange
 
 access_log = logging.getLogger("proxy.access")
 
+# Silenced below ERROR at every level, debug included: botocore narrates every credential
+# look-up (and renames its events by the hundred at start-up), logs a traceback for each failed
+# refresh, which the proxy reports itself once per failure streak; urllib3 (botocore's HTTP
+# client for STS, SSO and instance metadata) narrates its connections. `--log-level debug`
+# shows the proxy's own decisions instead (proxy/trace.py).
+QUIET_LIBRARIES: Final = ("botocore", "urllib3")
+
 # What an upstream 403 usually means, by x-amzn-ErrorType.
 FORBIDDEN_HINTS: Final = {
     "InvalidSignatureException": "AWS rejected the signature: check the clock and the secret "
@@ -265,9 +272,8 @@ def configure(log_format: str, level: str, stream: TextIO | None = None) -> None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # botocore narrates every credential look-up, and logs a traceback for each failed refresh;
-    # the proxy reports outcomes itself, once per failure streak.
-    logging.getLogger("botocore").setLevel(logging.DEBUG if level == "debug" else logging.ERROR)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.ERROR)
     logging.captureWarnings(True)
 
 
@@ -337,7 +343,7 @@ def log_access(exchange: Exchange, seconds: float) -> None:
         hint = None
         level = logging.INFO
     else:
-        hint = upstream_hint(exchange.status, exchange.error_type)
+        hint = exchange.hint or upstream_hint(exchange.status, exchange.error_type)
         if exchange.outcome == "preflight_forwarded":
             hint = PREFLIGHT_HINT
         routine = not hint and exchange.outcome in ROUTINE_OUTCOMES

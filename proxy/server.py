@@ -64,7 +64,7 @@ def _announce(app: web.Application, settings: Settings, address: str) -> None:
             )
     example = upstreams[0].prefix.rstrip("/") + "/"
     log.info("try: curl %s%s", address, example)
-    if not is_loopback(settings.host) and not app[LIVE].state.access.restricted:
+    if not is_loopback(settings.host) and not app[LIVE].state.access.gated:
         log.warning(
             "listening on %s, beyond this machine's loopback: anyone who can reach this port "
             "calls your functions with your AWS identity. Bind to 127.0.0.1 unless that is "
@@ -115,6 +115,10 @@ async def start(
         access_log=None,  # for a complete request at this deadline: the header timeout too
         handler_cancellation=True,
         shutdown_timeout=1.0,
+        # A proxy forwards the bytes it was given: what Content-Encoding means is the
+        # function's business. Decompressing here corrupted gzip bodies (cut to the compressed
+        # length) and let a small gzip bomb stall the event loop before any check ran.
+        auto_decompress=False,
     )
     await runner.setup()
     try:

@@ -47,6 +47,7 @@ SHUTDOWN_GRACE: Final = 10.0
 _ROLE_ARN: Final = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
 _SESSION_NAME: Final = re.compile(r"[\w+=,.@-]{2,64}")
 _ORIGIN: Final = re.compile(r"https?://[^/?#\s]+")
+_HOST_PATTERN: Final = re.compile(r"(\*?\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
 # <url-id>.lambda-url.<region>.on.aws
 _FUNCTION_URL_HOST: Final = re.compile(r"[a-z0-9]+\.lambda-url\.([a-z0-9-]+)\.on\.aws")
 
@@ -222,7 +223,7 @@ ROUTES_EXAMPLE: Final = (
     '[{"prefix": "/users", "url": "https://abc123.lambda-url.us-east-1.on.aws"}]'
 )
 # Lists of plain strings: in the environment, bare values separated by commas do as well as JSON.
-PLAIN_LISTS: Final = frozenset({"cors_origins", "allowed_clients"})
+PLAIN_LISTS: Final = frozenset({"cors_origins", "allowed_clients", "allowed_hosts"})
 
 
 class _Environment(EnvSettingsSource):
@@ -295,6 +296,12 @@ class Settings(BaseSettings, IdentityOptions):
         description="client networks allowed to use the proxy, e.g. 172.16.0.0/12 "
         "(default: any that can reach the port)",
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="more names clients may address the proxy by (the Host header), e.g. "
+        "proxy.internal or .svc.cluster.local for a domain; '*' for any. Always allowed: "
+        "loopback names and, bound wider, IP addresses and single-label service names",
+    )
     workers: int = Field(
         1, ge=1, le=64, description="server processes sharing the port (SO_REUSEPORT)"
     )
@@ -343,6 +350,18 @@ class Settings(BaseSettings, IdentityOptions):
     @classmethod
     def _check_region(cls, region: str | None) -> str | None:
         return Route._check_region(region)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if host != "*" and not _HOST_PATTERN.fullmatch(host):
+                raise ValueError(
+                    f"allowed host {host!r} must be a name such as proxy.internal, a domain "
+                    "such as .svc.cluster.local (or *.svc.cluster.local), or '*' (no scheme, "
+                    "port or path)"
+                )
+        return hosts
 
     @field_validator("cors_origins")
     @classmethod

@@ -168,7 +168,29 @@ def authorization(
 ) -> str:
     """The Authorization header's value (positional arguments: the request path calls it)."""
     date = timestamp[:8]
-    token = credentials.token
+    request, signed = canonical_request_for(
+        method, host, path, query, payload_hash, credentials.token, timestamp
+    )
+    scope = f"{date}/{region}/{service}/aws4_request"
+    key = signing_key(credentials.secret_key, date, region, service)
+    proof = key.hmac_hex(string_to_sign(timestamp, scope, request).encode())
+    return (
+        f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
+        f"SignedHeaders={signed}, Signature={proof}"
+    )
+
+
+def canonical_request_for(
+    method: str,
+    host: str,
+    path: str,
+    query: str,
+    payload_hash: str,
+    token: str | None,
+    timestamp: str,
+) -> tuple[str, str]:
+    """(canonical request, signed header list) as authorization() signs them: the proxy's own
+    headers only (`--log-level debug` shows them too, proxy/trace.py)."""
     # The canonical header block, built directly: the names are fixed, lower-case and sorted,
     # and none of the values can hold white space to fold (tests/test_signing.py checks the
     # result against botocore on generated requests).
@@ -182,13 +204,7 @@ def authorization(
         block = f"host:{host}\nx-amz-content-sha256:{payload_hash}\nx-amz-date:{timestamp}\n"
         signed = "host;x-amz-content-sha256;x-amz-date"
     request = f"{method}\n{canonical_uri(path)}\n{query}\n{block}\n{signed}\n{payload_hash}"
-    scope = f"{date}/{region}/{service}/aws4_request"
-    key = signing_key(credentials.secret_key, date, region, service)
-    proof = key.hmac_hex(string_to_sign(timestamp, scope, request).encode())
-    return (
-        f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
-        f"SignedHeaders={signed}, Signature={proof}"
-    )
+    return request, signed
 
 
 class AmzClock:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from proxy.access import AccessPolicy, is_loopback
+from proxy.access import AccessPolicy, HostPolicy, is_loopback
 from proxy.aws_config import AwsConfig, resolve_route
 from proxy.cors import CorsPolicy
 from proxy.credentials import Identity, IdentitySpec
@@ -79,7 +79,7 @@ class ProxyState:
             AccessPolicy(
                 settings.access_token,
                 settings.allowed_clients,
-                loopback_only=is_loopback(settings.host),
+                HostPolicy(settings.allowed_hosts, loopback_bind=is_loopback(settings.host)),
             ),
             identities,
             _ca_bundle(settings, aws),

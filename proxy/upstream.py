@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import logging
 import ssl
+import time
 from dataclasses import dataclass
 from email.utils import formatdate
 from functools import lru_cache
@@ -42,6 +43,7 @@ from yarl import URL
 from proxy.cors import CorsPolicy
 from proxy.deadline import Deadline
 from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
+from proxy.forbidden import region_hint
 from proxy.headers import (
     request_header_lines,
     response_header_lines,
@@ -55,6 +57,8 @@ from proxy.signing import (
     authorization,
     signed_header_lines,
 )
+from proxy.trace import Trace
+from proxy.trace import log as trace_log
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +89,9 @@ class UpstreamClient:
         # One template request per origin and proxy: all the connector reads from it is which
         # connection to give (host, port, TLS, proxy), so it is built once, not per request.
         self._templates: dict[tuple[str, str, int | None, URL | None], ClientRequest] = {}
+        # Decided once: the log level belongs to the process (a reload asks for a restart), and
+        # at info level no request computes anything for the debug lines.
+        self.debug = trace_log.isEnabledFor(logging.DEBUG)
 
     async def connect(self, upstream: Upstream) -> Connection:
         key = (upstream.scheme, upstream.host, upstream.port, upstream.proxy)
@@ -117,6 +124,7 @@ class Exchange:
     error_type: str | None = None
     outcome: str | None = None  # the error code, or how a stream ended abnormally
     detail: str | None = None  # what the proxy told the client, for its own 5xx errors
+    hint: str | None = None  # what an upstream failure's body says it means (a 403's region)
 
 
 class _Written(web.StreamResponse):
@@ -211,10 +219,17 @@ def _timed_out(upstream: Upstream) -> UpstreamTimeout:
 
 
 async def _send(
-    client: UpstreamClient, upstream: Upstream, method: str, head: bytes, body: bytes
+    client: UpstreamClient,
+    upstream: Upstream,
+    method: str,
+    head: bytes,
+    body: bytes,
+    trace: Trace | None,
 ) -> tuple[Connection, RawResponseMessage, StreamReader]:
     """Write the request on a pooled connection and read the response head."""
     connection = await client.connect(upstream)
+    if trace is not None:
+        trace.connected = time.perf_counter()
     try:
         protocol = connection.protocol
         transport = connection.transport
@@ -282,6 +297,9 @@ async def forward(
     attempts = 2 if method in IDEMPOTENT else 1
     response: web.StreamResponse | None = None
     deadline = Deadline(task, upstream.timeout.total)
+    trace = Trace(method, f"{path}?{query}" if query else path, upstream) if client.debug else None
+    if trace is not None:
+        trace.route(upstream_path, query, credentials)
     try:
         for attempt in range(1, attempts + 1):
             # Signed per attempt: a request must reach AWS within 5 minutes of its x-amz-date.
@@ -302,9 +320,13 @@ async def forward(
                     timestamp,
                 ),
             )
+            if trace is not None:
+                trace.signed(upstream_path, query, payload_hash, credentials, timestamp)
             head = _request_head(method, target, upstream, forwarded, framing, signed)
             try:
-                connection, message, payload = await _send(client, upstream, method, head, body)
+                connection, message, payload = await _send(
+                    client, upstream, method, head, body, trace
+                )
                 break
             except ClientConnectorError as error:
                 # The connection was never made, so no byte went out: safe to try again.
@@ -321,6 +343,8 @@ async def forward(
             except (ClientError, HttpProcessingError, ConnectionError) as error:
                 raise _unreachable(upstream, error) from None  # bytes may have gone out
 
+        if trace is not None:
+            trace.first_byte = time.perf_counter()
         headers = message.headers
         exchange.status = message.code
         exchange.request_id = headers.get("x-amzn-RequestId")
@@ -332,7 +356,10 @@ async def forward(
             and not (cors.enabled and hdrs.ORIGIN in request.headers)
         ):
             try:
-                return _write_whole(request, method, message, payload.read_nowait(), exchange)
+                whole = payload.read_nowait()
+                if message.code == 403:
+                    _explain_forbidden(upstream, exchange, whole)
+                return _write_whole(request, method, message, whole, exchange)
             finally:
                 connection.release()  # the answer is all read: the connection is free
         response = _HeadersWithFirstChunk(
@@ -345,7 +372,7 @@ async def forward(
         completed = False
         try:
             await response.prepare(request)
-            completed = await _stream(request, payload, response, exchange)
+            completed = await _stream(request, upstream, payload, response, exchange)
         finally:
             if completed:
                 connection.release()  # back to the pool, unless the upstream said close
@@ -364,12 +391,15 @@ async def forward(
             request.transport.abort()
     finally:
         deadline.cancel()
+        if trace is not None:
+            trace.done(exchange.status, exchange.outcome)
     assert response is not None
     return response
 
 
 async def _stream(
     request: web.BaseRequest,
+    upstream: Upstream,
     payload: StreamReader,
     response: web.StreamResponse,
     exchange: Exchange,
@@ -383,6 +413,8 @@ async def _stream(
         chunk = payload.read_nowait()
     except (ClientError, OSError) as error:
         return _cut_mid_body(request, exchange, error)
+    if exchange.status == 403:  # AWS's refusals are small: what has arrived is all of it
+        _explain_forbidden(upstream, exchange, chunk)
     if not chunk and not payload.at_eof():
         request.writer.send_headers()
     while True:
@@ -401,6 +433,12 @@ async def _stream(
             break
     await response.write_eof()
     return True
+
+
+def _explain_forbidden(upstream: Upstream, exchange: Exchange, body: bytes) -> None:
+    exchange.hint = region_hint(
+        upstream.prefix, upstream.url, upstream.region, exchange.error_type, body
+    )
 
 
 def _cut_mid_body(request: web.BaseRequest, exchange: Exchange, error: Exception) -> bool:

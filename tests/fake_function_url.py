@@ -236,8 +236,13 @@ class FakeFunctionUrl:
         app.on_response_prepare.append(_add_request_id)
         # handler_cancellation: a peer hanging up cancels the handler at once, so a cut stream is
         # counted even while it sleeps. shutdown_timeout: stop() does not wait on slow streams.
+        # auto_decompress off: AWS hashes the body bytes as sent, whatever Content-Encoding says.
         self._runner = web.AppRunner(
-            app, handler_cancellation=True, shutdown_timeout=0.25, access_log=None
+            app,
+            handler_cancellation=True,
+            shutdown_timeout=0.25,
+            access_log=None,
+            auto_decompress=False,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=self._ssl_context)
@@ -349,9 +354,10 @@ class FakeFunctionUrl:
                 f"Authorization header requires a valid 'X-Amz-Date' header, got {amz_date!r}",
             )
         if auth["region"] != self.region:
+            # Lambda's own words, trailing space included (jetbridge/cdk-nextjs#116); other
+            # services add ", not '<region>'".
             raise AwsError(
-                "InvalidSignatureException",
-                f"Credential should be scoped to a valid region, not '{auth['region']}'.",
+                "InvalidSignatureException", "Credential should be scoped to a valid region. "
             )
         if auth["service"] != self.service:
             raise AwsError(

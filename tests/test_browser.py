@@ -4,7 +4,8 @@ tests/browser/ is a small frontend project, the one docs/frontend.md describes:
 
 - page 1 (index.html, src/index.js) is served by a real Vite dev server whose `server.proxy`
   sends /users to the real `lambda-url-proxy` process, which signs and forwards to the fake
-  Function URL;
+  Function URL. Vite runs in a copy laid out as `npm create vite@latest` makes a project
+  ("type": "module", so the recipe's vite.config.js loads as an ES module);
 - page 2 (page2.html, src/page2.js), on another origin, calls the proxy directly: with
   `--cors-origin <its origin>` the browser's preflight is answered by the proxy; without, the
   browser blocks the call;
@@ -50,6 +51,17 @@ PAGE_TIMEOUT = 20.0  # one page in Chromium, its start included
 SERVER_START = 30.0  # a dev server's start
 REQUEST_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 DEFAULT_PROXY = "http://127.0.0.1:8080"
+# The package.json `npm create vite@latest` writes (create-vite 9.3.0, vanilla template): an ES
+# module project. Its other templates differ only in their dependencies.
+CREATE_VITE_PACKAGE = {
+    "name": "vite-project",
+    "private": True,
+    "version": "0.0.0",
+    "type": "module",
+    "scripts": {"dev": "vite", "build": "vite build", "preview": "vite preview"},
+    "devDependencies": {"vite": "^8.3.4"},
+}
+NODE_FOR_VITE = "vite 8 needs Node.js ^20.19 or >=22.12"
 
 # A first `npm ci` (outside CI, where .ci/browser-deps.sh ran it) may take a few minutes; every
 # wait below has its own, shorter bound.
@@ -63,13 +75,13 @@ def node_project() -> Path:
     """tests/browser with its node_modules as package-lock.json pins them (`npm ci` if not)."""
     for tool in ("node", "npm", "npx"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (Node.js >= 20.19 for vite 7): {DEPS}")
+            pytest.skip(f"{tool} is not installed ({NODE_FOR_VITE}): {DEPS}")
     version = subprocess.run(
         ["node", "--version"], capture_output=True, text=True, timeout=30, check=True
     ).stdout.strip()
     major, minor = (int(part) for part in version.lstrip("v").split(".")[:2])
     if not ((major == 20 and minor >= 19) or (major == 22 and minor >= 12) or major >= 23):
-        pytest.fail(f"node {version} is too old for vite 7, which needs ^20.19 or >=22.12")
+        pytest.fail(f"node {version} is too old: {NODE_FOR_VITE}")
     check = subprocess.run(
         ["node", "check-install.cjs"],
         cwd=PROJECT,
@@ -89,6 +101,24 @@ def node_project() -> Path:
         )
         assert ci.returncode == 0, f"npm ci failed ({check.stdout.strip()}):\n{ci.stderr}"
     return PROJECT
+
+
+def create_vite_project(directory: Path, config_name: str = "vite.config.js") -> Path:
+    """`directory` laid out as `npm create vite@latest` makes a project, with tests/browser's
+    pages, the recipe as `config_name` and tests/browser's node_modules."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "package.json").write_text(json.dumps(CREATE_VITE_PACKAGE, indent=2) + "\n")
+    for name in ("index.html", "page2.html"):
+        shutil.copy(PROJECT / name, directory / name)
+    shutil.copytree(PROJECT / "src", directory / "src")
+    shutil.copy(PROJECT / "vite.config.js", directory / config_name)
+    (directory / "node_modules").symlink_to(PROJECT / "node_modules")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def vite_project(node_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return create_vite_project(tmp_path_factory.mktemp("create-vite") / "vite-project")
 
 
 @pytest.fixture
@@ -124,12 +154,12 @@ async def _pump(stream: asyncio.StreamReader, lines: list[str]) -> None:
 
 @asynccontextmanager
 async def dev_server(
-    args: list[str], ready: str, env: dict[str, str] | None = None
+    args: list[str], ready: str, env: dict[str, str] | None = None, cwd: Path = PROJECT
 ) -> AsyncIterator[list[str]]:
-    """Run a dev server from tests/browser until it prints `ready`; yield its output so far."""
+    """Run a dev server from `cwd` until it prints `ready`; yield its output so far."""
     process = await asyncio.create_subprocess_exec(
         *args,
-        cwd=PROJECT,
+        cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -154,12 +184,13 @@ async def dev_server(
 
 
 @asynccontextmanager
-async def vite(proxy_url: str, port: int | None = None) -> AsyncIterator[int]:
-    """`npx vite` serving tests/browser on 127.0.0.1:`port`, its server.proxy at `proxy_url`."""
+async def vite(project: Path, proxy_url: str, port: int | None = None) -> AsyncIterator[int]:
+    """`npx vite` serving `project` on 127.0.0.1:`port`, its server.proxy at `proxy_url`."""
     port = port or free_port()
     # npx --no: never download; "--": what follows is vite's, not npm's.
     args = ["npx", "--no", "--", "vite", "--port", str(port), "--strictPort", "--host", "127.0.0.1"]
-    async with dev_server(args, f"http://127.0.0.1:{port}/", {"LAMBDA_PROXY_URL": proxy_url}):
+    ready = f"http://127.0.0.1:{port}/"
+    async with dev_server(args, ready, {"LAMBDA_PROXY_URL": proxy_url}, project):
         yield port
 
 
@@ -217,10 +248,14 @@ def start_proxy(spawn_proxy: SpawnProxy, fake: FakeFunctionUrl, *flags: str) -> 
 
 
 async def test_page_served_by_vite_reaches_the_function_through_the_proxy(
-    chromium: Path, fake: FakeFunctionUrl, aws_keys: None, spawn_proxy: SpawnProxy
+    chromium: Path,
+    vite_project: Path,
+    fake: FakeFunctionUrl,
+    aws_keys: None,
+    spawn_proxy: SpawnProxy,
 ) -> None:
     proxy = start_proxy(spawn_proxy, fake)
-    async with vite(proxy.url) as port:
+    async with vite(vite_project, proxy.url) as port:
         page = await open_page(f"http://127.0.0.1:{port}/")
 
     assert page.state == "done", page
@@ -237,12 +272,16 @@ async def test_page_served_by_vite_reaches_the_function_through_the_proxy(
 
 
 async def test_page_on_another_origin_calls_the_proxy_with_cors(
-    chromium: Path, fake: FakeFunctionUrl, aws_keys: None, spawn_proxy: SpawnProxy
+    chromium: Path,
+    vite_project: Path,
+    fake: FakeFunctionUrl,
+    aws_keys: None,
+    spawn_proxy: SpawnProxy,
 ) -> None:
     port = free_port()
     origin = f"http://localhost:{port}"  # page 2's origin: another host name and port
     proxy = start_proxy(spawn_proxy, fake, "--cors-origin", origin)
-    async with vite(proxy.url, port):
+    async with vite(vite_project, proxy.url, port):
         page = await open_page(f"{origin}/page2.html?proxy={proxy.url}")
 
     assert page.state == "done", page
@@ -274,6 +313,7 @@ async def test_page_on_another_origin_calls_the_proxy_with_cors(
 )
 async def test_without_cors_for_its_origin_the_page_is_blocked(
     chromium: Path,
+    vite_project: Path,
     fake: FakeFunctionUrl,
     aws_keys: None,
     spawn_proxy: SpawnProxy,
@@ -282,7 +322,7 @@ async def test_without_cors_for_its_origin_the_page_is_blocked(
     port = free_port()
     flags = [] if cors_origin is None else ["--cors-origin", cors_origin]
     proxy = start_proxy(spawn_proxy, fake, *flags)
-    async with vite(proxy.url, port):
+    async with vite(vite_project, proxy.url, port):
         page = await open_page(f"http://localhost:{port}/page2.html?proxy={proxy.url}")
 
     assert page.state == "error", page
@@ -338,16 +378,15 @@ console.log(JSON.stringify({
 """
 
 
-@pytest.mark.parametrize("proxy_url", [None, "http://127.0.0.1:9999"], ids=["default", "env"])
-def test_dev_server_configs_point_at_the_proxy(node_project: Path, proxy_url: str | None) -> None:
-    """The three configs as each tool loads them (Vite's own loader; webpack and Next.js read
-    theirs with require): valid JS, each sending /users to the proxy."""
+def run_module(script: str, cwd: Path, proxy_url: str | None, *args: str) -> Any:
+    """Run `script` as an ES module in `cwd` with LAMBDA_PROXY_URL set to `proxy_url` (None:
+    unset); what its last line printed, as JSON."""
     env = {key: value for key, value in os.environ.items() if key != "LAMBDA_PROXY_URL"}
     if proxy_url is not None:
         env["LAMBDA_PROXY_URL"] = proxy_url
     result = subprocess.run(
-        ["node", "--input-type=module", "-e", LOAD_CONFIGS],
-        cwd=PROJECT,
+        ["node", "--input-type=module", "-e", script, *args],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -355,13 +394,58 @@ def test_dev_server_configs_point_at_the_proxy(node_project: Path, proxy_url: st
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    configs = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("proxy_url", [None, "http://127.0.0.1:9999"], ids=["default", "env"])
+def test_dev_server_configs_point_at_the_proxy(node_project: Path, proxy_url: str | None) -> None:
+    """The three configs as each tool loads them (Vite's own loader; webpack and Next.js read
+    theirs with require): valid JS, each sending /users to the proxy."""
+    configs = run_module(LOAD_CONFIGS, PROJECT, proxy_url)
     target = proxy_url or DEFAULT_PROXY
     assert configs == {
         "vite": {"/users": target},
         "webpack": [{"context": ["/users"], "target": target}],
         "next": [{"source": "/users/:path*", "destination": f"{target}/users/:path*"}],
     }
+
+
+LOAD_VITE_CONFIG = """
+import { loadConfigFromFile } from 'vite'
+const loaded = await loadConfigFromFile({ command: 'serve', mode: 'development' }, process.argv[1])
+console.log(JSON.stringify({ file: loaded.path, proxy: loaded.config.server.proxy }))
+"""
+
+
+@pytest.mark.parametrize("config_name", ["vite.config.js", "vite.config.ts"])
+def test_the_vite_recipe_loads_in_a_project_made_by_create_vite(
+    node_project: Path, tmp_path: Path, config_name: str
+) -> None:
+    """In an ES module project as `npm create vite@latest` makes it, the recipe as the
+    JavaScript templates name the file and as the TypeScript ones do, read by Vite's loader."""
+    project = create_vite_project(tmp_path / "vite-project", config_name)
+    loaded = run_module(LOAD_VITE_CONFIG, project, None, config_name)
+    assert loaded == {"file": str(project / config_name), "proxy": {"/users": DEFAULT_PROXY}}
+
+
+def installed_version(package: str) -> str:
+    version: str = json.loads((PROJECT / "node_modules" / package / "package.json").read_text())[
+        "version"
+    ]
+    return version
+
+
+def test_the_docs_name_the_versions_tested(node_project: Path) -> None:
+    """docs/frontend.md's "tested with" versions are the ones package-lock.json installs."""
+    docs = (ROOT / "docs" / "frontend.md").read_text()
+    for package in ("vite", "webpack", "webpack-dev-server"):
+        named = set(re.findall(rf"(?<![\w-]){re.escape(package)} (\d+(?:\.\d+)*)", docs))
+        assert named, f"docs/frontend.md names no {package} version"
+        installed = installed_version(package)
+        for version in named:
+            assert installed == version or installed.startswith(version + "."), (
+                f"docs/frontend.md says {package} {version}; package-lock.json has {installed}"
+            )
 
 
 TESTED_BLOCK = re.compile(r"<!-- tested: (?P<path>\S+) -->\n```\w*\n(?P<code>.*?)```", re.DOTALL)

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import http.client
 import json
+import logging
 from typing import Any
 from urllib.parse import unquote
 
@@ -14,7 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from tests.conftest import AKID, RunningProxy, Stack, raw_exchange, route, running_proxy
+from tests.conftest import (
+    AKID,
+    RunningProxy,
+    Stack,
+    raw_response,
+    route,
+    running_proxy,
+)
 from tests.fake_function_url import FakeFunctionUrl, KeyRecord
 
 
@@ -128,13 +136,43 @@ async def test_what_curl_sends_for_unicode_and_spaces(
     assert fake.received[-1].verified
 
 
-async def test_raw_utf8_in_the_query_is_refused_by_the_parser(proxy: RunningProxy) -> None:
-    """RFC 9112 allows only ASCII in a request-target; curl sends a raw UTF-8 query as typed.
-    The parser answers 400 (README: use curl -G --data-urlencode) and logs no traceback."""
+async def test_raw_utf8_in_the_query_gets_a_json_400_that_says_how_to_encode_it(
+    proxy: RunningProxy, fake: FakeFunctionUrl, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 9112 allows only ASCII in a request-target; curl sends a raw UTF-8 query as typed
+    (`curl 'localhost:8080/fn/search?q=café'`). The parser refuses it: the client gets the
+    proxy's JSON error with the way out, the log one access line and no traceback."""
+    caplog.set_level(logging.INFO)
     port = URL(proxy.url).port
     assert port is not None
-    answer = await raw_exchange(port, "GET /fn/x?q=ü HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-    assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400")
+    request = "GET /fn/search?q=café HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    head, body = await raw_response(port, request)
+    assert head.split(b"\r\n")[0].endswith(b" 400 Bad Request")
+    assert b"X-Proxy-Error: bad_request" in head and b"Content-Type: application/json" in head
+    error = json.loads(body)
+    assert error["error"] == "bad_request"
+    message = error["message"]
+    assert "non-ASCII characters in its query" in message
+    assert "é is %C3%A9" in message
+    assert "curl -G localhost:8080/search --data-urlencode 'q=café'" in message
+    assert "\\x" not in message and "Invalid char" not in message  # not the parser's dump
+    (line,) = [record for record in caplog.records if record.name == "proxy.access"]
+    assert line.levelname == "WARNING"
+    assert "GET /fn/search?q=café -> - 400" in line.getMessage()
+    assert "bad_request" in line.getMessage()
+    others = [r for r in caplog.records if r.name != "proxy.access" and r.levelno >= logging.INFO]
+    assert [r.getMessage() for r in others if "credentials for" not in r.getMessage()] == []
+    assert all(record.exc_info is None for record in caplog.records)
+    assert fake.received == []
+
+
+async def test_raw_utf8_in_the_path_says_where(proxy: RunningProxy) -> None:
+    port = URL(proxy.url).port
+    assert port is not None
+    request = "GET /fn/caf\u00e9 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    _, body = await raw_response(port, request)
+    message = json.loads(body)["message"]
+    assert "non-ASCII characters in its path" in message and "é is %C3%A9" in message
 
 
 async def test_proxy_headers_replace_the_clients(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import socket
 
@@ -79,8 +80,12 @@ async def still_serving(proxy: RunningProxy) -> None:
 
 @pytest.mark.parametrize("request_bytes", list(MALFORMED.values()), ids=list(MALFORMED))
 async def test_malformed_requests_get_a_4xx_and_reach_nothing(
-    proxy: RunningProxy, fake: FakeFunctionUrl, request_bytes: bytes
+    proxy: RunningProxy,
+    fake: FakeFunctionUrl,
+    request_bytes: bytes,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO)
     answer = await exchange(proxy, request_bytes, read_body=True)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head[9:10] == b"4", answer[:300]
@@ -88,6 +93,10 @@ async def test_malformed_requests_get_a_4xx_and_reach_nothing(
     assert b"application/json" in head and b"X-Proxy-Error: bad_request" in head, head
     assert json.loads(body)["error"] == "bad_request"
     assert fake.received == []
+    # One access line, whichever layer refused it, and no traceback.
+    (line,) = [record for record in caplog.records if record.name == "proxy.access"]
+    assert "bad_request" in line.getMessage() and line.levelname == "WARNING"
+    assert all(record.exc_info is None for record in caplog.records)
     await still_serving(proxy)
 
 

@@ -280,3 +280,9 @@ def test_cli_configuration_error_in_json_logs_is_one_json_line() -> None:
     record = json.loads(lines[0])
     assert record["level"] == "error"
     assert "url 'ftp://x.example' must start with https://" in record["message"]
+
+
+@pytest.mark.parametrize("host", ["http://proxy.internal", "proxy.internal:8080", "a b", ""])
+def test_allowed_hosts_are_names_without_scheme_or_port(host: str) -> None:
+    with pytest.raises(ConfigError, match=r"allowed_hosts: allowed host .* must be a name"):
+        load_settings({"routes": [{"prefix": "/u", "url": USERS}], "allowed_hosts": [host]})
