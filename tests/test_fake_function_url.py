@@ -215,11 +215,13 @@ async def test_peers_are_the_client_connections(
 
 
 async def test_subprocess_serves_signed_requests(session: aiohttp.ClientSession) -> None:
+    # --host: another loopback address than the default, so the Host it expects must follow it.
     script = Path(__file__).with_name("fake_function_url.py")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(script),
-        *("--port", "0", "--region", "eu-west-1", "--key", f"{AKID}:{SECRET}"),
+        *("--host", "127.0.0.2", "--port", "0", "--region", "eu-west-1"),
+        *("--key", f"{AKID}:{SECRET}"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -227,7 +229,7 @@ async def test_subprocess_serves_signed_requests(session: aiohttp.ClientSession)
         assert process.stdout is not None
         async with asyncio.timeout(10):
             line = (await process.stdout.readline()).decode()
-        assert line.startswith("listening on http://127.0.0.1:")
+        assert line.startswith("listening on http://127.0.0.2:")
         url = line.removeprefix("listening on ").strip() + "/from-subprocess"
 
         reply = await send(session, "GET", url, sign("GET", url, region="eu-west-1"))
