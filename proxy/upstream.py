@@ -431,7 +431,12 @@ async def _stream(
 
 def _explain_forbidden(upstream: Upstream, exchange: Exchange, body: bytes) -> None:
     exchange.hint = region_hint(
-        upstream.prefix, upstream.url, upstream.region, exchange.error_type, body
+        upstream.prefix,
+        upstream.url,
+        upstream.region,
+        exchange.error_type,
+        body,
+        upstream.region_source,
     )
 
 
