@@ -1,26 +1,35 @@
 # lambda-url-proxy as a container: build from the repository root with `docker build .`
 # Configured entirely by LAMBDA_URL_PROXY_* variables (see README, "Configuration").
-# tests/test_container.py parses this file: it runs the builder's RUN commands in a fresh venv,
-# then the ENTRYPOINT with the ENV below and the HEALTHCHECK command verbatim.
+# Written for the official python:3.11-slim image. tests/test_container_engine.py builds it as it
+# is and runs it with a real engine; tests/test_container.py checks it against the code.
 
 # --- build: install the project and its dependencies into a self-contained venv --------------
 FROM python:3.11-slim AS build
 RUN python -m venv /opt/venv
 WORKDIR /src
 # Only what the install needs (.dockerignore keeps everything else out of the context).
+# The dependencies first, from the lock: the exact versions CI tested, each file checked against
+# its hash. Every one ships manylinux wheels for amd64 and arm64: no compiler needed, even here.
+# A layer of its own, so that a change to the code does not download them again.
+COPY requirements.lock ./
+RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+        --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY proxy/ proxy/
-# Every dependency ships manylinux wheels for amd64 and arm64: no compiler needed, even here.
+# The project alone: --no-deps, so nothing beyond the lock gets in.
 # pip and setuptools are build tools: removed, so the final image carries only the runtime.
-RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check . \
+RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps . \
  && /opt/venv/bin/pip uninstall --yes --disable-pip-version-check pip setuptools
 
 # --- final: the same slim base, the venv and an unprivileged user; no sources, no compilers --
 FROM python:3.11-slim
 # uid/gid 1000: the usual owner of ~/.aws on a Linux host, so a read-only mount of it is readable
 # (its files are mode 0600). Another uid: `user:` in docker-compose.yml (HOME stays below).
-RUN groupadd --gid 1000 proxy \
- && useradd --uid 1000 --gid proxy --create-home --home-dir /home/proxy --shell /usr/sbin/nologin proxy
+# Not named `proxy`: Debian's base-passwd already has that user and group (uid/gid 13) in every
+# Debian-based python image, and groupadd would fail. The home keeps the name the docs mount at.
+RUN groupadd --gid 1000 lambda-url-proxy \
+ && useradd --uid 1000 --gid 1000 --create-home --home-dir /home/proxy \
+        --shell /usr/sbin/nologin lambda-url-proxy
 COPY --from=build /opt/venv /opt/venv
 # HOME is explicit so that ~/.aws is /home/proxy/.aws whichever uid the container runs as.
 ENV PATH=/opt/venv/bin:$PATH \

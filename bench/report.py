@@ -202,7 +202,7 @@ def render(result: dict[str, Any]) -> str:
         lines += ["", "Signing, us per signature (median)"]
         for case in signing["cases"]:
             lines.append(
-                f"  {case['request']}: proxy.signing.sign {case['proxy_sign_us']:.1f}, botocore "
+                f"  {case['request']}: proxy sign_request {case['proxy_sign_us']:.1f}, botocore "
                 f"add_auth {case['botocore_add_auth_us']:.1f} ({case['speedup']:.1f} x); same "
                 f"Authorization: {'yes' if case['same_authorization'] else 'NO'}"
             )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import botocore
 import botocore.credentials
 import botocore.exceptions
 import botocore.session
@@ -148,8 +149,21 @@ def describe_failure(error: Exception, spec: IdentitySpec, caller: str | None) -
 
 
 def _expiry_epoch(creds: botocore.credentials.Credentials) -> float | None:
+    """When the credentials expire; None only for static ones. botocore keeps a refreshable
+    chain's expiry in a private attribute with no public reader: if it cannot be read, the
+    credentials are refused (fail closed) rather than taken as never expiring, which would
+    stop the refreshes and sign with expired keys."""
+    if not isinstance(creds, botocore.credentials.RefreshableCredentials):
+        return None
     expiry = getattr(creds, "_expiry_time", None)
-    return expiry.timestamp() if expiry is not None else None
+    if expiry is None:
+        raise LookupError(
+            f"the {creds.method} credentials refresh, but their expiry cannot be read from "
+            f"botocore {botocore.__version__} (RefreshableCredentials._expiry_time): refusing "
+            "to sign with keys that might have expired; use the botocore version in "
+            "requirements.lock"
+        )
+    return float(expiry.timestamp())
 
 
 class Identity:
@@ -286,8 +300,9 @@ class Identity:
         frozen = await asyncio.to_thread(self._chain.get_frozen_credentials)
         if not frozen.access_key or not frozen.secret_key:
             raise LookupError("the credential source returned an empty access key or secret key")
+        expires_at = _expiry_epoch(self._chain)  # before the keys are kept: it may refuse them
         self._current = Credentials(frozen.access_key, frozen.secret_key, frozen.token or None)
-        self._expires_at = _expiry_epoch(self._chain)
+        self._expires_at = expires_at
         self.source = self._chain.method
         self.account_id = getattr(frozen, "account_id", None) or self.spec.role_account
         self.refreshed_at = self._clock()

@@ -10,11 +10,12 @@ class Deadline:
     """What asyncio.timeout() does, at half its cost per request: one timer, no context
     manager, no state machine. The caller catches CancelledError and asks reached()."""
 
-    __slots__ = ("_handle", "_reached", "_task")
+    __slots__ = ("_cancelling", "_handle", "_reached", "_task")
 
     def __init__(self, task: asyncio.Task[Any], seconds: float | None) -> None:
         self._reached = False
         self._task = task
+        self._cancelling = task.cancelling()  # cancels already asked for: none of ours
         self._handle = (
             None if seconds is None else task.get_loop().call_later(seconds, self._expire)
         )
@@ -24,12 +25,13 @@ class Deadline:
         self._task.cancel()
 
     def reached(self) -> bool:
-        """True once, in the CancelledError the deadline caused; the cancel is then undone."""
-        if self._reached:
-            self._reached = False
-            self._task.uncancel()
-            return True
-        return False
+        """True once, in the CancelledError the deadline caused, unless something else asked to
+        cancel the task too (a shutdown, a client gone) in the same turn: then that cancel is
+        not swallowed. The deadline's own cancel is undone either way (asyncio.timeout's rule)."""
+        if not self._reached:
+            return False
+        self._reached = False
+        return self._task.uncancel() <= self._cancelling
 
     def cancel(self) -> None:
         if self._handle is not None:

@@ -21,12 +21,20 @@ _NAMES_REGION: Final = re.compile(rb"\bregion\b", re.IGNORECASE)
 
 
 def region_hint(
-    prefix: str, url: str, signed_region: str, error_type: str | None, body: bytes
+    prefix: str,
+    url: str,
+    signed_region: str,
+    error_type: str | None,
+    body: bytes,
+    region_source: str | None = None,
 ) -> str | None:
-    """The hint for a 403 that says the signature's region is wrong, else None."""
+    """The hint for a 403 that says the signature's region is wrong, else None. With the
+    region's source ("AWS_REGION", "profile dev"), the hint says where to change it."""
     if error_type != "InvalidSignatureException" or not _NAMES_REGION.search(body[:READ_AT_MOST]):
         return None
     said = f"AWS refused the signature's region: route {prefix} signed for region {signed_region}"
+    if region_source:
+        said += f" (from {region_source})"
     url_region = region_from_url(URL(url))
     if url_region is None:
         return (

@@ -5,7 +5,8 @@ reads the clock itself, re-parses the URL and derives the signing key on every c
 canonical request here is checked against AWS's official test suite and against awscrt.
 
 The caller passes the path and query exactly as they will be sent, already normalised and in
-canonical form (proxy.target): what is signed is what is sent.
+canonical form (proxy.target): what is signed is what is sent. `authorization()` is the one
+signer: AWS's official vectors (tests/sigv4-test-suite) run through it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Callable, Iterable
-from datetime import datetime
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Final, NamedTuple
 from urllib.parse import quote
@@ -36,11 +36,6 @@ class Credentials(NamedTuple):
         return f"Credentials(access_key={self.access_key[:4]}..., secret_key=***)"
 
 
-def amz_date(now: datetime) -> str:
-    """`20150830T123600Z` for an aware UTC datetime."""
-    return now.strftime("%Y%m%dT%H%M%SZ")
-
-
 def canonical_uri(path: str) -> str:
     """SigV4 (non-S3) URI-encodes the path as sent: what is encoded on the wire is encoded twice."""
     if _BARE_PATH.fullmatch(path):
@@ -48,27 +43,31 @@ def canonical_uri(path: str) -> str:
     return quote(path, safe="/")
 
 
-def canonical_headers(headers: Iterable[tuple[str, str]]) -> tuple[str, str]:
-    """(canonical header block, signed header list): names lowered and sorted, values trimmed with
-    inner runs of white space folded, repeated names joined with commas in the order given."""
-    merged: dict[str, list[str]] = {}
-    for name, value in headers:
-        merged.setdefault(name.lower(), []).append(" ".join(value.split()))
-    names = sorted(merged)
-    block = "".join(f"{name}:{','.join(merged[name])}\n" for name in names)
-    return block, ";".join(names)
-
-
 def canonical_request(
-    method: str,
-    path: str,
-    query: str,
-    headers: Iterable[tuple[str, str]],
-    payload_hash: str,
+    method: str, path: str, query: str, header_block: str, signed: str, payload_hash: str
+) -> str:
+    """The canonical request, for a path and query already in canonical form (proxy.target) and
+    a canonical header block with its signed-header list."""
+    return f"{method}\n{canonical_uri(path)}\n{query}\n{header_block}\n{signed}\n{payload_hash}"
+
+
+def proxy_headers(
+    host: str, payload_hash: str, timestamp: str, token: str | None
 ) -> tuple[str, str]:
-    """(canonical request, signed header list) for a canonical path and query."""
-    block, signed = canonical_headers(headers)
-    return f"{method}\n{canonical_uri(path)}\n{query}\n{block}\n{signed}\n{payload_hash}", signed
+    """(canonical header block, signed-header list) of the headers the proxy signs: `host`,
+    `x-amz-content-sha256`, `x-amz-date` and, with temporary credentials, the token; nothing an
+    HTTP client might add or rewrite. Built directly: the names are fixed, lower-case and sorted,
+    and no value can hold white space to fold (tests/test_signing.py checks against botocore)."""
+    if token:
+        return (
+            f"host:{host}\nx-amz-content-sha256:{payload_hash}\nx-amz-date:{timestamp}\n"
+            f"x-amz-security-token:{token}\n",
+            "host;x-amz-content-sha256;x-amz-date;x-amz-security-token",
+        )
+    return (
+        f"host:{host}\nx-amz-content-sha256:{payload_hash}\nx-amz-date:{timestamp}\n",
+        "host;x-amz-content-sha256;x-amz-date",
+    )
 
 
 def credential_scope(date: str, region: str, service: str) -> str:
@@ -111,68 +110,18 @@ def signing_key(secret_key: str, date: str, region: str, service: str) -> Signin
     return SigningKey(key)
 
 
-def signature(key: SigningKey, to_sign: str) -> str:
-    return key.hmac_hex(to_sign.encode("utf-8"))
-
-
-def sign(
-    *,
-    method: str,
-    host: str,
-    path: str,
-    query: str,
-    payload_hash: str,
-    credentials: Credentials,
-    region: str,
-    service: str,
-    now: datetime | str,
-) -> list[tuple[str, str]]:
-    """The headers to send with the request: `x-amz-content-sha256`, `x-amz-date`,
-    `x-amz-security-token` (temporary credentials only) and `Authorization`.
-
-    Only these and `host` are signed: nothing the HTTP client might add or rewrite after signing.
-    `now` may be given already formatted (amz_date), as a clock that caches it per second does.
-    """
-    timestamp = now if isinstance(now, str) else amz_date(now)
-    proof = authorization(
-        method, host, path, query, payload_hash, credentials, region, service, timestamp
-    )
-    headers = [("x-amz-content-sha256", payload_hash), ("x-amz-date", timestamp)]
-    if credentials.token:
-        headers.append(("x-amz-security-token", credentials.token))
-    headers.append(("Authorization", proof))
-    return headers
-
-
-def signed_header_lines(
-    payload_hash: str, timestamp: str, token: str | None, authorization: str
-) -> str:
-    """sign()'s headers as HTTP/1.1 header lines, ready to write: what the proxy sends."""
-    token_line = f"x-amz-security-token: {token}\r\n" if token else ""
-    return (
-        f"x-amz-content-sha256: {payload_hash}\r\nx-amz-date: {timestamp}\r\n{token_line}"
-        f"Authorization: {authorization}\r\n"
-    )
-
-
 def authorization(
-    method: str,
-    host: str,
-    path: str,
-    query: str,
-    payload_hash: str,
     credentials: Credentials,
     region: str,
     service: str,
     timestamp: str,
+    request: str,
+    signed: str,
 ) -> str:
-    """The Authorization header's value (positional arguments: the request path calls it)."""
-    date = timestamp[:8]
-    request, signed = canonical_request_for(
-        method, host, path, query, payload_hash, credentials.token, timestamp
-    )
-    scope = f"{date}/{region}/{service}/aws4_request"
-    key = signing_key(credentials.secret_key, date, region, service)
+    """The Authorization header's value for a canonical request: the one SigV4 signer, which
+    every forwarded request and AWS's official test vectors go through."""
+    scope = credential_scope(timestamp[:8], region, service)
+    key = signing_key(credentials.secret_key, timestamp[:8], region, service)
     proof = key.hmac_hex(string_to_sign(timestamp, scope, request).encode())
     return (
         f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
@@ -180,31 +129,35 @@ def authorization(
     )
 
 
-def canonical_request_for(
+def signed_header_lines(
+    payload_hash: str, timestamp: str, token: str | None, authorization: str
+) -> str:
+    """The headers the signature adds, as HTTP/1.1 header lines ready to write."""
+    token_line = f"x-amz-security-token: {token}\r\n" if token else ""
+    return (
+        f"x-amz-content-sha256: {payload_hash}\r\nx-amz-date: {timestamp}\r\n{token_line}"
+        f"Authorization: {authorization}\r\n"
+    )
+
+
+def sign_request(
     method: str,
     host: str,
     path: str,
     query: str,
     payload_hash: str,
-    token: str | None,
+    credentials: Credentials,
+    region: str,
+    service: str,
     timestamp: str,
-) -> tuple[str, str]:
-    """(canonical request, signed header list) as authorization() signs them: the proxy's own
-    headers only (`--log-level debug` shows them too, proxy/trace.py)."""
-    # The canonical header block, built directly: the names are fixed, lower-case and sorted,
-    # and none of the values can hold white space to fold (tests/test_signing.py checks the
-    # result against botocore on generated requests).
-    if token:
-        block = (
-            f"host:{host}\nx-amz-content-sha256:{payload_hash}\nx-amz-date:{timestamp}\n"
-            f"x-amz-security-token:{token}\n"
-        )
-        signed = "host;x-amz-content-sha256;x-amz-date;x-amz-security-token"
-    else:
-        block = f"host:{host}\nx-amz-content-sha256:{payload_hash}\nx-amz-date:{timestamp}\n"
-        signed = "host;x-amz-content-sha256;x-amz-date"
-    request = f"{method}\n{canonical_uri(path)}\n{query}\n{block}\n{signed}\n{payload_hash}"
-    return request, signed
+) -> str:
+    """The header lines that sign a forwarded request (positional arguments: the request path
+    calls it for every attempt)."""
+    token = credentials.token
+    block, signed = proxy_headers(host, payload_hash, timestamp, token)
+    request = canonical_request(method, path, query, block, signed, payload_hash)
+    proof = authorization(credentials, region, service, timestamp, request, signed)
+    return signed_header_lines(payload_hash, timestamp, token, proof)
 
 
 class AmzClock:

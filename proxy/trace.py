@@ -17,8 +17,9 @@ from proxy.routing import Upstream
 from proxy.signing import (
     ALGORITHM,
     Credentials,
-    canonical_request_for,
+    canonical_request,
     credential_scope,
+    proxy_headers,
     string_to_sign,
 )
 
@@ -79,9 +80,8 @@ class Trace:
     ) -> None:
         upstream = self.upstream
         token = credentials.token
-        request, signed = canonical_request_for(
-            self.method, upstream.host_header, upstream_path, query, payload_hash, token, timestamp
-        )
+        block, signed = proxy_headers(upstream.host_header, payload_hash, timestamp, token)
+        request = canonical_request(self.method, upstream_path, query, block, signed, payload_hash)
         scope = credential_scope(timestamp[:8], upstream.region, upstream.service)
         to_sign = string_to_sign(timestamp, scope, request)  # it hashes the real token
         headers = [f"x-amz-content-sha256: {payload_hash}", f"x-amz-date: {timestamp}"]

@@ -56,8 +56,7 @@ from proxy.signing import (
     EMPTY_SHA256,
     AmzClock,
     Credentials,
-    authorization,
-    signed_header_lines,
+    sign_request,
 )
 from proxy.trace import Trace
 from proxy.trace import log as trace_log
@@ -309,21 +308,16 @@ async def forward(
         for attempt in range(1, attempts + 1):
             # Signed per attempt: a request must reach AWS within 5 minutes of its x-amz-date.
             timestamp = AMZ_CLOCK()
-            signed = signed_header_lines(
+            signed = sign_request(
+                method,
+                upstream.host_header,
+                upstream_path,
+                query,
                 payload_hash,
+                credentials,
+                upstream.region,
+                upstream.service,
                 timestamp,
-                credentials.token,
-                authorization(
-                    method,
-                    upstream.host_header,
-                    upstream_path,
-                    query,
-                    payload_hash,
-                    credentials,
-                    upstream.region,
-                    upstream.service,
-                    timestamp,
-                ),
             )
             if trace is not None:
                 trace.signed(upstream_path, query, payload_hash, credentials, timestamp)
@@ -451,7 +445,12 @@ async def _stream(
 
 def _explain_forbidden(upstream: Upstream, exchange: Exchange, body: bytes) -> None:
     exchange.hint = region_hint(
-        upstream.prefix, upstream.url, upstream.region, exchange.error_type, body
+        upstream.prefix,
+        upstream.url,
+        upstream.region,
+        exchange.error_type,
+        body,
+        upstream.region_source,
     )
 
 

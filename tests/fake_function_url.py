@@ -5,6 +5,7 @@ recomputes each SigV4 signature with awscrt, AWS's own C signer, so that a mista
 proxy and botocore cannot make the proxy's tests pass.
 
 Run it alone: python tests/fake_function_url.py --port 0 --key AKID:SECRET[:TOKEN]
+(--host ADDRESS: another address than 127.0.0.1, such as a test's own docker bridge gateway)
 """
 
 from __future__ import annotations
@@ -205,6 +206,7 @@ class FakeFunctionUrl:
         self.received: list[ReceivedRequest] = []
         self.stream_cancelled = 0
         self.peers: set[tuple[str, int]] = set()  # client (host, port)s seen: one per connection
+        self.host = "127.0.0.1"
         self.port = 0
         self.url = ""
         self._ssl_context = ssl_context
@@ -225,8 +227,9 @@ class FakeFunctionUrl:
     ) -> None:
         await self.stop()
 
-    async def start(self, port: int = 0) -> None:
+    async def start(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self._stopping = False
+        self.host = host
         app = web.Application()
         # [\s\S]*, not .*: a path whose decoded form holds a newline must reach us, to be recorded.
         app.router.add_route("*", r"/{path:[\s\S]*}", self._handle)
@@ -242,11 +245,11 @@ class FakeFunctionUrl:
             auto_decompress=False,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=self._ssl_context)
+        site = web.TCPSite(self._runner, host, port, ssl_context=self._ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
         scheme = "https" if self._ssl_context else "http"
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://{host}:{self.port}"
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -308,7 +311,7 @@ class FakeFunctionUrl:
             headers,
             signed,
             body_sha256,
-            expected_host=f"127.0.0.1:{self.port}",
+            expected_host=f"{self.host}:{self.port}",
             payload_hash_required=self.payload_hash_required,
         )
         try:
@@ -602,14 +605,14 @@ def _parse_key(text: str) -> tuple[str, KeyRecord]:
     return access_key, KeyRecord(secret_key, token or None)
 
 
-async def _serve(port: int, region: str, keys: dict[str, KeyRecord]) -> None:
+async def _serve(host: str, port: int, region: str, keys: dict[str, KeyRecord]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     fake = FakeFunctionUrl(region=region)
     fake.keys.update(keys)
-    await fake.start(port)
+    await fake.start(port, host)
     try:
         print(f"listening on {fake.url}", flush=True)
         await stop.wait()
@@ -619,6 +622,7 @@ async def _serve(port: int, region: str, keys: dict[str, KeyRecord]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A fake AWS Lambda Function URL (AWS_IAM auth).")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument(
@@ -626,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    asyncio.run(_serve(args.port, args.region, dict(args.key)))
+    asyncio.run(_serve(args.host, args.port, args.region, dict(args.key)))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Reader for AWS's official SigV4 test suite in ../shared/sigv4-test-suite."""
+"""Reader for AWS's official SigV4 test suite, vendored in tests/sigv4-test-suite (NOTICE.txt)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-SUITE = Path(__file__).resolve().parent.parent.parent / "shared" / "sigv4-test-suite"
+SUITE = Path(__file__).resolve().parent / "sigv4-test-suite"
 
 
 @dataclass
@@ -49,7 +49,7 @@ def _parse_request(raw: bytes) -> tuple[str, str, list[tuple[str, str]], bytes]:
 def load_cases() -> list[Case]:
     """Every case that applies to Lambda: the `-unnormalized` ones follow S3's rules."""
     cases = []
-    for folder in sorted(SUITE.iterdir()) if SUITE.is_dir() else []:
+    for folder in sorted(SUITE.iterdir()):
         if not folder.is_dir():
             continue
         context = json.loads((folder / "context.json").read_text())
@@ -70,3 +70,16 @@ def load_cases() -> list[Case]:
             )
         )
     return cases
+
+
+def canonical_headers(headers: list[tuple[str, str]]) -> tuple[str, str]:
+    """(canonical header block, signed-header list) for any headers, as SigV4 defines it: names
+    lowered and sorted, values trimmed with inner runs of white space folded, repeated names
+    joined with commas in the order given. The test side of proxy.signing.proxy_headers, which
+    only ever signs the proxy's own fixed set."""
+    merged: dict[str, list[str]] = {}
+    for name, value in headers:
+        merged.setdefault(name.lower(), []).append(" ".join(value.split()))
+    names = sorted(merged)
+    block = "".join(f"{name}:{','.join(merged[name])}\n" for name in names)
+    return block, ";".join(names)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import botocore.credentials
 import pytest
 import pytest_asyncio
 
@@ -159,3 +160,22 @@ async def test_expired_credentials_are_never_used(
     now[0] = expires_at - 0.5  # a request signed now could reach AWS after the expiry
     with pytest.raises(CredentialsUnavailable, match="have expired"):
         identity.current()
+
+
+async def test_refreshable_credentials_whose_expiry_cannot_be_read_are_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Were botocore to rename the attribute that holds a refreshable chain's expiry, the keys
+    must not be taken as never expiring (refreshes would stop): they are refused, saying why."""
+    use_credential_process(monkeypatch, tmp_path, lifetime=3600)
+    monkeypatch.setattr(
+        botocore.credentials.RefreshableCredentials,
+        "_expiry_time",
+        property(lambda self: None, lambda self, value: None),
+        raising=False,  # an instance attribute today: the class has none to replace
+    )
+    identity = Identity()
+    with pytest.raises(LookupError):
+        await identity.refresh()
+    assert not identity.usable
+    assert "expiry cannot be read" in (identity.error or "")

@@ -45,7 +45,7 @@ async def test_a_wrong_region_gets_a_region_hint(
     line = access_line(caplog)
     message = line.getMessage()
     assert line.levelname == "WARNING"
-    assert "route /fn signed for region eu-west-1" in message
+    assert "route /fn signed for region eu-west-1 (from route /fn)" in message
     assert "region on the route, --region or AWS_REGION" in message
     assert "clock" not in message
 

@@ -7,6 +7,8 @@ import json
 import re
 import tomllib
 
+from proxy.cli import build_parser
+from proxy.settings import CONFIG_ENV, Settings, env_name
 from tests.conftest import ROOT, route, running_proxy
 from tests.fake_function_url import FakeFunctionUrl
 
@@ -52,3 +54,50 @@ def test_the_worked_example_installs_what_the_fake_needs() -> None:
     assert any(r.startswith("awscrt") for r in extras["optional-dependencies"]["test"])
     assert not any(r.startswith("awscrt") for r in extras["dependencies"])
     assert "from awscrt" in (ROOT / "tests" / "fake_function_url.py").read_text()
+
+
+def configuration_table() -> list[list[str]]:
+    """README's "Configuration" table: one row of cells per setting."""
+    table = README.split("| flag | environment | file | default | meaning |", 1)[1]
+    rows = []
+    for line in table.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]])
+    return rows
+
+
+def test_the_configuration_table_is_every_setting_with_its_flag_and_variable() -> None:
+    rows = configuration_table()
+    variables = {v for row in rows for v in re.findall(r"`(LAMBDA_URL_PROXY_\w+)`", row[1])}
+    flags = {f for row in rows for f in re.findall(r"`(--[a-z-]+)", row[0])}
+    flags |= set(re.findall(r"`(--[a-z-]+)`", " ".join(row[0] for row in rows)))
+    named = {env_name(name) for name in Settings.model_fields} | {CONFIG_ENV}
+    # The AssumeRole options share a row whose variables end in "...".
+    assert variables - named == set()
+    assert named - variables <= {env_name("role_session_name"), env_name("duration_seconds")}
+    parser_flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", build_parser().format_help()))
+    parser_flags -= {"--help", "--version", "--check"}
+    assert parser_flags == flags
+
+
+def test_the_configuration_tables_defaults_are_the_settings_defaults() -> None:
+    defaults = {
+        env_name(name): field.default
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.default, str | int | float) and not isinstance(field.default, bool)
+    }
+    checked = 0
+    for row in configuration_table():
+        for variable in re.findall(r"`(LAMBDA_URL_PROXY_\w+)`", row[1]):
+            if variable in defaults:
+                shown = re.fullmatch(r"`([^`]+)`", row[3])
+                assert shown, (variable, row[3])
+                value = defaults[variable]
+                if isinstance(value, int) and value % (1024 * 1024) == 0 and value >= 1024 * 1024:
+                    assert shown[1] == f"{value // (1024 * 1024)}MiB", (variable, row[3])
+                else:
+                    expected = f"{value:g}" if isinstance(value, float) else str(value)
+                    assert shown[1] == expected, (variable, row[3])
+                checked += 1
+    assert checked >= 8
