@@ -1,6 +1,6 @@
 """What each pure-Python step of the proxy's request path costs, one step at a time.
 
-These mirror proxy.app.handle and proxy.upstream.forward for the GET-small scenario (the request
+These mirror proxy.app.handle and proxy.forward.forward for the GET-small scenario (the request
 wrk sends: only a Host header; the answer nginx gives: seven headers). What is not here (the
 aiohttp server and client, the event loop, the socket writes) is seen in the profile instead.
 Keep this in step with proxy/: a step that no longer runs is reported, not fatal.
@@ -24,13 +24,15 @@ from bench.micro import ACCESS_KEY, SECRET_KEY, per_call_us
 def _steps() -> list[tuple[str, Callable[[], object]]]:
     from proxy.aws_config import Resolved
     from proxy.credentials import Identity
+    from proxy.exchange import Exchange
+    from proxy.forward import AMZ_CLOCK
     from proxy.headers import holds_control_bytes, request_header_lines, response_header_lines
     from proxy.logs import log_access
     from proxy.routing import Router, Upstream
     from proxy.settings import Route
     from proxy.signing import EMPTY_SHA256, Credentials, sign_request
     from proxy.target import split_target
-    from proxy.upstream import AMZ_CLOCK, Exchange, _request_head
+    from proxy.wire import request_head
 
     upstream = Upstream.from_route(
         Route(prefix="/", url="http://127.0.0.1:9"), Resolved("us-east-1", "bench"), Identity()
@@ -53,9 +55,8 @@ def _steps() -> list[tuple[str, Callable[[], object]]]:
     )
     client_raw = tuple((name.encode(), value.encode()) for name, value in client_headers.items())
     answer_raw = tuple((name.encode(), value.encode()) for name, value in answer_headers.items())
-    answer_lines = response_header_lines(answer_headers, answer_raw)
+    answer_lines = response_header_lines(answer_raw, None)
     body_10k = b"x" * 10240
-    signed_lines = "x-amz-date: 20261121T054055Z\r\nAuthorization: AWS4-HMAC-SHA256 ...\r\n"
 
     def signing() -> object:
         return sign_request(
@@ -93,10 +94,12 @@ def _steps() -> list[tuple[str, Callable[[], object]]]:
         ("sign_request (x-amz-date cached per second)", signing),
         ("sha256 of a 10 KiB body", lambda: hashlib.sha256(body_10k).hexdigest()),
         (
-            "request head (format + encode)",
-            lambda: _request_head("GET", "/small", upstream, b"", "", signed_lines),
+            "signed request head (wire.request_head)",
+            lambda: request_head(
+                "GET", upstream, "/small", "", b"", 0, EMPTY_SHA256, credentials, AMZ_CLOCK()
+            ),
         ),
-        ("response_header_lines", lambda: response_header_lines(answer_headers, answer_raw)),
+        ("response_header_lines", lambda: response_header_lines(answer_raw, None)),
         ("holds_control_bytes (those lines)", lambda: holds_control_bytes(answer_lines)),
         ("Exchange + log_access, log on", _with(logged_on, exchange_and_log)),
         ("Exchange + log_access, log off", _with(logged_off, exchange_and_log)),

@@ -9,12 +9,14 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from aiohttp import hdrs, web
 from pydantic import IPvAnyNetwork, SecretStr
 
 from proxy.errors import ClientNotAllowed, HostNotAllowed, Unauthorized
+
+if TYPE_CHECKING:  # for the types only: `check` runs without aiohttp
+    from aiohttp.web import BaseRequest
 
 TOKEN_HEADER: Final = "X-Proxy-Token"  # noqa: S105 - a header name, not a secret
 
@@ -122,9 +124,9 @@ class AccessPolicy:
         self.gated = self._token is not None or bool(self._networks)
         self.restricted = self.gated or not hosts.any
 
-    def check(self, request: web.BaseRequest) -> None:
+    def check(self, request: BaseRequest) -> None:
         """Raise unless the request may be forwarded."""
-        host = request.headers.get(hdrs.HOST)
+        host = request.headers.get("Host")
         if host is not None and not self._hosts.allows(host):
             raise self._hosts.refusal(host)
         if self._networks:
@@ -141,7 +143,7 @@ class AccessPolicy:
         if self._token is not None:
             offered = request.headers.get(TOKEN_HEADER)
             if offered is None:
-                scheme, _, value = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+                scheme, _, value = request.headers.get("Authorization", "").partition(" ")
                 offered = value.strip() if scheme.lower() == "bearer" else None
             # surrogateescape: aiohttp decodes header bytes that are not UTF-8 that way, and
             # they must compare as the bytes they were, not raise.

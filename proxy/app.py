@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
-from aiohttp import hdrs, web
-from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11
+from aiohttp import web
 
+from proxy import downstream
 from proxy.deadline import Deadline
-from proxy.downstream import keeps_alive, write_error
 from proxy.errors import (
-    ERROR_HEADER,
     BadRequest,
     BodyTooLarge,
     ExpectationFailed,
@@ -31,11 +28,14 @@ from proxy.errors import (
     ProxyError,
     RequestTimeout,
 )
+from proxy.exchange import Exchange
+from proxy.forward import forward
 from proxy.logs import log_access
+from proxy.routing import Router, Upstream
 from proxy.settings import RESERVED_PREFIX, Settings
 from proxy.state import Live, ProxyState
 from proxy.target import split_target
-from proxy.upstream import Exchange, UpstreamClient, forward
+from proxy.upstream import UpstreamClient
 
 LIVE: Final = web.AppKey("live", Live)
 CLIENT: Final = web.AppKey("client", UpstreamClient)
@@ -46,20 +46,7 @@ FIRST_RESOLUTION_WAIT: Final = 5.0
 LIMIT_HINT: Final = "raise max_body_size to change it (Lambda itself refuses more than 6 MB)"
 # The versions the proxy speaks. aiohttp's parser refuses HTTP/1.2 to 1.9 and 3.0 and above, but
 # serves a request line without a version (as HTTP/0.9), HTTP/0.9 and HTTP/2.0.
-HTTP_1: Final = (HttpVersion11, HttpVersion10)
-
-
-def json_response(status: int, data: object) -> web.Response:
-    return web.Response(status=status, body=json.dumps(data), content_type="application/json")
-
-
-def error_response(error: ProxyError) -> web.Response:
-    headers = {ERROR_HEADER: error.code}
-    if error.status == 401:
-        headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="lambda-url-proxy"'
-    return web.Response(
-        status=error.status, body=error.body(), content_type="application/json", headers=headers
-    )
+HTTP_1: Final = ((1, 1), (1, 0))
 
 
 def declared_too_large(declared: int, limit: int) -> BodyTooLarge:
@@ -75,8 +62,14 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise declared_too_large(declared, limit)
-    if request.headers.get(hdrs.EXPECT) is not None:
-        _continue(request)
+    if (expect := request.headers.get("Expect")) is not None:
+        # RFC 9110 10.1.1: the one expectation there is; any other is refused with 417.
+        if expect.strip().lower() != "100-continue":
+            raise ExpectationFailed(
+                f"Expect: {expect[:100]!r} is not supported; the proxy understands only "
+                "Expect: 100-continue"
+            )
+        downstream.interim(request)
     if declared is not None:
         if declared == 0:
             return b""
@@ -98,33 +91,20 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
     return bytes(body)
 
 
-def _continue(request: web.BaseRequest) -> None:
-    """Answer `Expect: 100-continue` (RFC 9110 10.1.1); refuse any other expectation with 417."""
-    if request.headers[hdrs.EXPECT].strip().lower() != "100-continue":
-        raise ExpectationFailed(
-            f"Expect: {request.headers[hdrs.EXPECT][:100]!r} is not supported; the proxy "
-            "understands only Expect: 100-continue"
-        )
-    transport = request.transport
-    if request.version >= (1, 1) and transport is not None:
-        # An interim answer, straight to the socket: no response object is involved.
-        transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+def health(state: ProxyState) -> tuple[int, object]:
+    return 200, {"status": "ok", "pid": os.getpid()}
 
 
-def health(state: ProxyState) -> web.Response:
-    return json_response(200, {"status": "ok", "pid": os.getpid()})
-
-
-def ready(state: ProxyState) -> web.Response:
+def ready(state: ProxyState) -> tuple[int, object]:
     identities = [identity.status() for identity in state.identities.values()]
     unusable = [status for status in identities if not status["usable"]]
     body: dict[str, object] = {"ready": not unusable, "identities": identities}
     if unusable:
         body["reason"] = "; ".join(str(status["error"]) for status in unusable)
-    return json_response(503 if unusable else 200, body)
+    return 503 if unusable else 200, body
 
 
-def routes(state: ProxyState) -> web.Response:
+def routes(state: ProxyState) -> tuple[int, object]:
     table = [
         {
             "prefix": upstream.prefix,
@@ -133,23 +113,23 @@ def routes(state: ProxyState) -> web.Response:
             "region_source": upstream.region_source,
             "service": upstream.service,
             "strip_prefix": upstream.strip_prefix,
-            "timeout": upstream.timeout.total,
+            "timeout": upstream.timeout,
             "identity": upstream.identity.name,
         }
         for upstream in state.router.upstreams
     ]
-    return json_response(200, {"routes": table})
+    return 200, {"routes": table}
 
 
 HEALTH_PATH: Final = f"{RESERVED_PREFIX}/health"
-RESERVED: Final[dict[str, Callable[[ProxyState], web.Response]]] = {
+RESERVED: Final[dict[str, Callable[[ProxyState], tuple[int, object]]]] = {
     HEALTH_PATH: health,
     f"{RESERVED_PREFIX}/ready": ready,
     f"{RESERVED_PREFIX}/routes": routes,
 }
 
 
-def _reserved(state: ProxyState, path: str) -> web.Response:
+def _reserved(state: ProxyState, path: str) -> tuple[int, object]:
     endpoint = RESERVED.get(path.rstrip("/"))
     if endpoint is None:
         raise NoRoute(
@@ -159,27 +139,59 @@ def _reserved(state: ProxyState, path: str) -> web.Response:
     return endpoint(state)
 
 
-def _unsupported(version: HttpVersion, method: str, raw_target: str) -> ProxyError:
-    if version.major < 1:
-        return BadRequest(
-            f"the request line {method} {raw_target[:100]!r} has no HTTP version (or HTTP/0.9, "
-            f"which the proxy does not speak): send {method} {raw_target[:100]} HTTP/1.1"
+def _check_request_line(request: web.BaseRequest, raw_target: str) -> None:
+    """Only HTTP/1.x requests for a path: the proxy is no forward proxy, and no tunnel."""
+    version, method = request.version, request.method
+    if version not in HTTP_1:
+        if version.major < 1:
+            raise BadRequest(
+                f"the request line {method} {raw_target[:100]!r} has no HTTP version (or "
+                f"HTTP/0.9, which the proxy does not speak): send {method} {raw_target[:100]} "
+                "HTTP/1.1"
+            )
+        raise HttpVersionNotSupported(
+            f"HTTP/{version.major}.{version.minor} is not supported: the proxy speaks HTTP/1.1 "
+            "(and HTTP/1.0); send the request as HTTP/1.1"
         )
-    return HttpVersionNotSupported(
-        f"HTTP/{version.major}.{version.minor} is not supported: the proxy speaks HTTP/1.1 (and "
-        "HTTP/1.0); send the request as HTTP/1.1"
-    )
+    if not raw_target.startswith("/"):  # absolute-form, CONNECT host:port, OPTIONS *
+        raise BadRequest(
+            f"request target {raw_target[:100]!r} is not a path: send origin-form requests such "
+            "as 'GET /users/42'; this proxy is not a forward proxy"
+        )
+    if method == "CONNECT":  # with a path, still a tunnel: never signed
+        raise BadRequest("CONNECT opens a tunnel through a forward proxy; this proxy is not one")
 
 
-def _not_a_path(raw_target: str) -> BadRequest:
-    return BadRequest(
-        f"request target {raw_target[:100]!r} is not a path: send origin-form requests such "
-        "as 'GET /users/42'; this proxy is not a forward proxy"
-    )
+def _match(router: Router, path: str) -> Upstream:
+    upstream = router.match(path)
+    if upstream is None:
+        raise NoRoute(
+            f"no route for {path}; the configured prefixes are {', '.join(router.prefixes)}"
+        )
+    return upstream
+
+
+async def _body(request: web.BaseRequest, settings: Settings, task: asyncio.Task[Any]) -> bytes:
+    """The request's body, within body_timeout."""
+    if "Transfer-Encoding" in request.headers:
+        # aiohttp's C parser carries a chunked body's last trailer line into the headers of the
+        # next request on the connection (docs/aiohttp-trailer-report.md), which would then be
+        # signed and forwarded: after a chunked request, no next request.
+        request.protocol.close()
+    deadline = Deadline(task, settings.body_timeout)
+    try:
+        return await read_body(request, settings.max_body_size)
+    except asyncio.CancelledError:
+        if not deadline.reached():
+            raise
+        raise RequestTimeout(
+            f"the request body did not arrive within {settings.body_timeout:g} s"
+        ) from None
+    finally:
+        deadline.cancel()
 
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-AnyResponse = TypeVar("AnyResponse", bound=web.StreamResponse)
 
 
 def dispatcher(app: web.Application) -> Handler:
@@ -197,94 +209,22 @@ def dispatcher(app: web.Application) -> Handler:
     return dispatch
 
 
-def _answered(state: ProxyState, request: web.BaseRequest, response: AnyResponse) -> AnyResponse:
-    """The proxy's own answer as it leaves: with CORS headers, and saying `Connection: close` if
-    the connection ends with it (after a chunked request: downstream.keeps_alive)."""
-    if state.cors.enabled:
-        state.cors.apply(request, response)
-    if not keeps_alive(request):
-        response.force_close()
-    return response
-
-
 async def handle(
     request: web.BaseRequest, live: Live, client: UpstreamClient, task: asyncio.Task[Any]
 ) -> web.StreamResponse:
+    """Every request: the proxy's checks in one order, then forward(); the one edge where the
+    proxy's own errors become answers, and where the access line is written."""
     started = time.perf_counter()
     state = live.state  # this request keeps it, whatever a reload does
     live.in_flight.add(task)
-    raw_target = request.raw_path
-    exchange = Exchange(request.method, raw_target.partition("?")[0][:2048])
-    reserved = False
+    exchange = Exchange(request.method, request.raw_path.partition("?")[0][:2048])
     try:
-        if request.version not in HTTP_1:
-            raise _unsupported(request.version, request.method, raw_target)
-        if not raw_target.startswith("/"):  # absolute-form, CONNECT host:port, OPTIONS *
-            raise _not_a_path(raw_target)
-        if request.method == hdrs.METH_CONNECT:  # with a path, still a tunnel: never signed
-            raise BadRequest(
-                "CONNECT opens a tunnel through a forward proxy; this proxy is not one"
-            )
-        path, query = split_target(raw_target)
-        exchange.path = path
-        cors = state.cors
-        origin = cors.check_origin(request)
-        if origin is not None and cors.is_preflight(request):
-            if cors.enabled:
-                exchange.outcome = "cors_preflight"
-                response = _answered(state, request, cors.preflight(request, origin))
-                exchange.status = response.status
-                return response
-            exchange.outcome = "preflight_forwarded"  # explained in the log: CORS is off
-        if path != HEALTH_PATH and state.access.restricted:
-            state.access.check(request)  # the health check stays open, for orchestrators
-        if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
-            reserved = True
-            response = _answered(state, request, _reserved(state, path))
-            exchange.status = response.status
-            return response
-        router = state.router
-        upstream = router.match(path)
-        if upstream is None:
-            raise NoRoute(
-                f"no route for {path}; the configured prefixes are {', '.join(router.prefixes)}"
-            )
-        exchange.route = upstream.prefix
-        credentials = await upstream.identity.credentials()  # before reading a body for nothing
-        body = b""
-        if request.body_exists:  # no timer for the bodiless majority
-            if hdrs.TRANSFER_ENCODING in request.headers:
-                # aiohttp's C parser carries a chunked body's last trailer line into the headers
-                # of the next request on the connection (docs/aiohttp-trailer-report.md), which
-                # would then be signed and forwarded: after a chunked request, no next request.
-                request.protocol.close()
-            deadline = Deadline(task, state.settings.body_timeout)
-            try:
-                body = await read_body(request, state.settings.max_body_size)
-            except asyncio.CancelledError:
-                if not deadline.reached():
-                    raise
-                raise RequestTimeout(
-                    f"the request body did not arrive within {state.settings.body_timeout:g} s"
-                ) from None
-            finally:
-                deadline.cancel()
-        return await forward(
-            request, client, upstream, credentials, path, query, body, exchange, cors, task
-        )
+        return await _serve(request, state, client, exchange, task)
     except ProxyError as error:
-        exchange.status = error.status
         exchange.outcome = error.code
         if error.status >= 500:
             exchange.detail = error.message
-        if request.version not in HTTP_1:  # aiohttp would answer in the request's version
-            exchange.bytes_sent = len(error.body())
-            return write_error(request, error)
-        response = _answered(state, request, error_response(error))
-        exchange.bytes_sent = response.content_length or 0
-        if not request.content.is_eof():
-            response.force_close()  # a refused body is never read: the connection cannot go on
-        return response
+        return downstream.error(request, error, state.cors, exchange)
     except asyncio.CancelledError:
         exchange.outcome = exchange.outcome or (
             "cut_by_shutdown" if live.stopping else "client_disconnected"
@@ -292,8 +232,45 @@ async def handle(
         raise
     finally:
         live.in_flight.discard(task)
-        if not reserved:
+        if not exchange.quiet:
             log_access(exchange, time.perf_counter() - started)
+
+
+async def _serve(
+    request: web.BaseRequest,
+    state: ProxyState,
+    client: UpstreamClient,
+    exchange: Exchange,
+    task: asyncio.Task[Any],
+) -> web.StreamResponse:
+    """The checks in their one order: the request line, the client's access (origin, token,
+    network, Host), the route, its credentials, the body; then the forward."""
+    raw_target = request.raw_path
+    _check_request_line(request, raw_target)
+    path, query = split_target(raw_target)
+    exchange.path = path
+    cors = state.cors
+    origin = cors.check_origin(request)
+    if origin is not None and cors.is_preflight(request):
+        if cors.enabled:
+            exchange.outcome = "cors_preflight"
+            lines = cors.preflight(request, origin)
+            return downstream.own(request, 204, lines, b"", cors, exchange)
+        exchange.outcome = "preflight_forwarded"  # explained in the log: CORS is off
+    if path != HEALTH_PATH and state.access.restricted:
+        state.access.check(request)  # the health check stays open, for orchestrators
+    if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
+        status, data = _reserved(state, path)
+        exchange.quiet = True  # health probes every few seconds would drown the log
+        return downstream.json(request, status, data, cors, exchange)
+    upstream = _match(state.router, path)
+    exchange.route = upstream.prefix
+    credentials = await upstream.identity.credentials()  # before reading a body for nothing
+    # No timer for the bodiless majority.
+    body = await _body(request, state.settings, task) if request.body_exists else b""
+    return await forward(
+        request, client, upstream, credentials, path, query, body, exchange, cors, task
+    )
 
 
 def create_app(settings: Settings) -> web.Application:

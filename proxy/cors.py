@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Final
-
-from aiohttp import hdrs, web
+from typing import TYPE_CHECKING, Final
 
 from proxy.errors import OriginNotAllowed
+
+if TYPE_CHECKING:  # for the types only: `check` runs without aiohttp
+    from aiohttp.web import BaseRequest
 
 # "*" in cors_origins: any origin on this machine, whatever the port.
 LOOPBACK_ORIGIN: Final = re.compile(
     r"https?://(?:localhost|[a-z0-9-]+\.localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d{1,5})?"
 )
 SEC_FETCH_SITE: Final = "Sec-Fetch-Site"
+ORIGIN: Final = "Origin"
+VARY_ORIGIN: Final = b"Vary: Origin\r\n"
 ALLOWED_METHODS: Final = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 MAX_AGE: Final = "600"
 # Headers a page can read without being told (Fetch standard, CORS-safelisted response headers).
@@ -52,11 +55,11 @@ class CorsPolicy:
         """May a page from `origin` read the proxy's answers (CORS)?"""
         return origin in self.origins or (self.any_loopback and is_loopback_origin(origin))
 
-    def check_origin(self, request: web.BaseRequest) -> str | None:
+    def check_origin(self, request: BaseRequest) -> str | None:
         """The request's Origin, refused if it is a remote website that is not allowed; and a
         request a page of another site made without saying its origin refused too."""
         headers = request.headers
-        origin = headers.get(hdrs.ORIGIN)
+        origin = headers.get(ORIGIN)
         if origin is None:
             # <img>, <script>, <link>, form GETs and no-cors fetches carry no Origin; every
             # current browser marks those from another site with Sec-Fetch-Site. Requests
@@ -78,46 +81,44 @@ class CorsPolicy:
         )
 
     @staticmethod
-    def is_preflight(request: web.BaseRequest) -> bool:
+    def is_preflight(request: BaseRequest) -> bool:
         return (
-            request.method == hdrs.METH_OPTIONS
-            and hdrs.ORIGIN in request.headers
-            and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
+            request.method == "OPTIONS"
+            and ORIGIN in request.headers
+            and "Access-Control-Request-Method" in request.headers
         )
 
-    def preflight(self, request: web.BaseRequest, origin: str) -> web.Response:
+    def preflight(self, request: BaseRequest, origin: str) -> bytes:
+        """The header lines of the proxy's 204 answer to a preflight from `origin`."""
         if not self.allows(origin):
             raise OriginNotAllowed(
                 f"CORS preflight from {origin!r} refused: it is not in cors_origins; add it "
                 "(--cors-origin) to let that page call the proxy"
             )
-        headers = {
-            hdrs.ACCESS_CONTROL_ALLOW_ORIGIN: origin,
-            hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS: "true",
-            hdrs.ACCESS_CONTROL_ALLOW_METHODS: ALLOWED_METHODS,
-            hdrs.ACCESS_CONTROL_MAX_AGE: MAX_AGE,
-            hdrs.VARY: "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
-        }
-        if requested := request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_HEADERS):
-            headers[hdrs.ACCESS_CONTROL_ALLOW_HEADERS] = requested
-        return web.Response(status=204, headers=headers)
+        lines = (
+            f"Access-Control-Allow-Origin: {origin}\r\n"
+            "Access-Control-Allow-Credentials: true\r\n"
+            f"Access-Control-Allow-Methods: {ALLOWED_METHODS}\r\n"
+            f"Access-Control-Max-Age: {MAX_AGE}\r\n"
+            "Vary: Origin, Access-Control-Request-Method, Access-Control-Request-Headers\r\n"
+        )
+        if requested := request.headers.get("Access-Control-Request-Headers"):
+            lines += f"Access-Control-Allow-Headers: {requested}\r\n"
+        return lines.encode("utf-8", "surrogateescape")
 
-    def apply(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
-        """Replace whatever CORS headers the function sent with the proxy's, on every answer
-        (called before each answer is prepared, when CORS is enabled). Every answer varies with
-        Origin, those to requests without one included: a cache must not give a page the answer
-        made for no page (curl, a dev server's proxy), or for another page, nor the reverse.
-        headers.response_header_lines(cors=True) does the same to an answer written whole."""
-        if self.is_preflight(request):
-            return
-        headers = response.headers
-        for name in [name for name in headers if name.lower().startswith("access-control-")]:
-            del headers[name]
-        origin = request.headers.get(hdrs.ORIGIN)
-        if origin is not None and self.allows(origin):
-            exposed = sorted({name for name in headers if name.lower() not in SAFELISTED})
-            headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
-            headers[hdrs.ACCESS_CONTROL_ALLOW_CREDENTIALS] = "true"
-            if exposed:
-                headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = ", ".join(exposed)
-        headers.add(hdrs.VARY, "Origin")
+    def grant(self, request: BaseRequest, names: Iterable[str]) -> bytes:
+        """The proxy's CORS header lines for an answer whose other headers are `names` (the
+        function's own Access-Control-* already left out: headers.response_header_lines). Every
+        answer varies with Origin, those to requests without one included: a cache must not
+        give a page the answer made for no page (curl, a dev server's proxy), or for another
+        page, nor the reverse."""
+        origin = request.headers.get(ORIGIN)
+        if origin is None or not self.allows(origin):
+            return VARY_ORIGIN
+        exposed = sorted({name for name in names if name.lower() not in SAFELISTED})
+        lines = (
+            f"Access-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Credentials: true\r\n"
+        )
+        if exposed:
+            lines += f"Access-Control-Expose-Headers: {', '.join(exposed)}\r\n"
+        return lines.encode("utf-8", "surrogateescape") + VARY_ORIGIN

@@ -1,21 +1,65 @@
-"""The client's side of the connection, where aiohttp's response machinery is not used: answers
-written straight to the socket, and whether the connection may carry another request."""
+"""The one writer to the client: every byte that reaches a client's socket from the request path
+is written here, and CORS headers are added here, to every kind of answer.
+
+- whole():    an upstream answer that has arrived whole, in one write, its header lines as they came
+- stream():   an upstream answer still arriving, chunk by chunk, with back-pressure both ways
+- abort():    the end of a stream that broke: never a clean end after a truncated body
+- own():      the proxy's own answers: its JSON errors (error()), /_proxy/* (json()), preflights
+- interim():  100 Continue
+
+aiohttp's server reads the requests; its response classes are not used: each answer goes to the
+transport in as few writes as its bytes allow, and the handler returns a `Written`, which tells
+aiohttp there is nothing left to send, only whether the connection stays open.
+"""
 
 from __future__ import annotations
 
-from aiohttp import hdrs, web
+import json as jsonlib
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from typing import Final
 
-from proxy.errors import ProxyError
+from aiohttp import web
+
+from proxy.cors import CorsPolicy
+from proxy.errors import ERROR_HEADER, ProxyError
+from proxy.exchange import Exchange
+from proxy.headers import kept_names, response_header_lines
+from proxy.upstream import Head, Malformed, Wire
+from proxy.wire import LAST_CHUNK, NO_BODY_STATUSES, Version, chunk, connection_line, status_line
+
+HTTP_11: Final = (1, 1)
+JSON: Final = b"Content-Type: application/json\r\n"
+CHUNKED: Final = b"Transfer-Encoding: chunked\r\n"
 
 
 class Written(web.StreamResponse):
-    """An answer the proxy has already written to the client's socket, whole: aiohttp has
-    nothing left to send, only to learn whether the connection stays open."""
+    """An answer the proxy has already written to the client's socket: aiohttp has nothing left
+    to send, only to learn whether the connection stays open."""
 
     def __init__(self, status: int, keep_alive: bool) -> None:
         super().__init__(status=status)
         self._keep_alive = keep_alive
         self._eof_sent = True  # prepare() and write_eof() return at once (guarded by tests)
+
+
+class HttpDate:
+    """The Date header line for now, formatted once per second rather than once per answer."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._line = b""
+
+    def __call__(self) -> bytes:
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            self._line = f"Date: {formatdate(second, usegmt=True)}\r\n".encode()
+        return self._line
+
+
+date_line: Final = HttpDate()
 
 
 def keeps_alive(request: web.BaseRequest) -> bool:
@@ -25,15 +69,185 @@ def keeps_alive(request: web.BaseRequest) -> bool:
     would sign and forward it (docs/aiohttp-trailer-report.md). Every answer to a chunked
     request says `Connection: close`, and aiohttp closes the connection once it is sent."""
     return request.keep_alive and not (
-        request.body_exists and hdrs.TRANSFER_ENCODING in request.headers
+        request.body_exists and "Transfer-Encoding" in request.headers
     )
 
 
-def write_error(request: web.BaseRequest, error: ProxyError) -> Written:
-    """`error` as an HTTP/1.1 answer straight to the socket, and the connection's end: for a
-    request that aiohttp would answer in the version its request line named (`HTTP/0.9 400`,
-    `HTTP/2.0 505`), a status line no client of either version reads."""
+def _version(request: web.BaseRequest) -> Version:
+    """The version of the answer: the request's, or 1.1 for a request line that named none, 0.9
+    or 2.0 (which aiohttp's parser passes, and the proxy refuses in an answer clients read)."""
+    version = request.version
+    return (version.major, version.minor) if version.major == 1 else HTTP_11
+
+
+def _send(request: web.BaseRequest, data: bytes, exchange: Exchange) -> bool:
     transport = request.transport
-    if transport is not None and not transport.is_closing():
-        transport.write(error.answer())
-    return Written(error.status, keep_alive=False)
+    if transport is None or transport.is_closing():
+        exchange.outcome = "client_disconnected"
+        return False
+    transport.write(data)
+    return True
+
+
+def _cors(request: web.BaseRequest, cors: CorsPolicy, head: Head) -> bytes:
+    if not cors.enabled:
+        return b""
+    return cors.grant(request, kept_names(head.names, head.connection, cors=True))
+
+
+def whole(
+    request: web.BaseRequest, head: Head, body: bytes, cors: CorsPolicy, exchange: Exchange
+) -> Written:
+    """Write an answer that has arrived whole (as a small one does: in the packets of its head)
+    in one write, head and body: its header lines byte for byte as the upstream sent them, less
+    the hop-by-hop ones; a length if it came chunked; no Server or Content-Type invented."""
+    version = _version(request)
+    keep_alive = keeps_alive(request)
+    parts = [
+        status_line(version, head.status, head.reason),
+        response_header_lines(head.raw, head.connection, cors.enabled),
+        _cors(request, cors, head),
+    ]
+    if not head.has_length and request.method != "HEAD" and head.status not in NO_BODY_STATUSES:
+        parts.append(b"Content-Length: %d\r\n" % len(body))  # it came chunked: now framed
+    if not head.has_date:
+        parts.append(date_line())
+    parts += (connection_line(version, keep_alive), b"\r\n", body)
+    if not _send(request, b"".join(parts), exchange):
+        return Written(head.status, keep_alive=False)
+    exchange.bytes_sent = len(body)
+    return Written(head.status, keep_alive)
+
+
+async def stream(
+    request: web.BaseRequest,
+    head: Head,
+    wire: Wire,
+    cors: CorsPolicy,
+    exchange: Exchange,
+    first_part: Callable[[bytes], None] | None = None,
+) -> Written:
+    """Copy an answer to the client as it arrives. The head waits for the first part of the
+    body only if that part has already arrived (one write instead of two); a function still at
+    work gets its head sent at once, so that a client sees the status as soon as it is given.
+    While the client's socket is full, nothing more is read from the upstream (Wire's bounded
+    buffer then pauses its socket). A body of unknown length goes chunked to an HTTP/1.1
+    client, and to an HTTP/1.0 client as the connection's end."""
+    version = _version(request)
+    keep_alive = keeps_alive(request)
+    bodiless = request.method == "HEAD" or head.status in NO_BODY_STATUSES
+    chunked = not head.has_length and not bodiless and version >= HTTP_11
+    keep_alive = keep_alive and (head.has_length or bodiless or chunked)
+    parts = [
+        status_line(version, head.status, head.reason),
+        response_header_lines(head.raw, head.connection, cors.enabled),
+        _cors(request, cors, head),
+        CHUNKED if chunked else b"",
+        b"" if head.has_date else date_line(),
+        connection_line(version, keep_alive),
+        b"\r\n",
+    ]
+    try:
+        data = wire.read_nowait()
+    except (ConnectionError, OSError, Malformed) as error:
+        return abort(request, exchange, error)
+    if first_part is not None:
+        first_part(data)
+    writer, protocol = request.writer, request.protocol
+    while True:
+        if data:
+            exchange.bytes_sent += len(data)
+            parts.append(chunk(data) if chunked else data)
+        if wire.done:  # and all of it read: the end goes with the last part
+            if chunked:
+                parts.append(LAST_CHUNK)
+            sent = _send_all(request, parts, exchange)
+            return Written(head.status, keep_alive and sent)
+        if parts and not _send_all(request, parts, exchange):
+            return Written(head.status, keep_alive=False)
+        parts = []
+        if protocol.writing_paused:  # the client's socket is full: wait, reading nothing
+            try:
+                await writer.drain()
+            except ConnectionError:
+                exchange.outcome = "client_disconnected"
+                return Written(head.status, keep_alive=False)
+        try:
+            data = await wire.read()
+        except (ConnectionError, OSError, Malformed) as error:
+            return abort(request, exchange, error)
+
+
+def _send_all(request: web.BaseRequest, parts: list[bytes], exchange: Exchange) -> bool:
+    return _send(request, b"".join(parts), exchange)
+
+
+def abort(request: web.BaseRequest, exchange: Exchange, error: BaseException | str) -> Written:
+    """Cut the client's connection: never a clean end after a truncated upstream body."""
+    why = error if isinstance(error, str) else type(error).__name__
+    exchange.outcome = f"upstream_failed_mid_body: {why}"
+    if request.transport is not None:
+        request.transport.abort()
+    return Written(exchange.status, keep_alive=False)
+
+
+def own(
+    request: web.BaseRequest,
+    status: int,
+    lines: bytes,
+    body: bytes,
+    cors: CorsPolicy,
+    exchange: Exchange,
+    keep_alive: bool = True,
+) -> Written:
+    """One of the proxy's own answers, whole, in one write: with CORS headers (a preflight has
+    its own, in `lines`), and `Connection: close` when the connection ends with it."""
+    version = _version(request)
+    keep_alive = keep_alive and keeps_alive(request) and version == request.version
+    if cors.enabled and not cors.is_preflight(request):
+        lines += cors.grant(request, _names(lines))
+    length = b"" if status in NO_BODY_STATUSES else b"Content-Length: %d\r\n" % len(body)
+    answer = b"".join(
+        (
+            status_line(version, status),
+            lines,
+            length,
+            date_line(),
+            connection_line(version, keep_alive),
+            b"\r\n",
+            b"" if request.method == "HEAD" else body,
+        )
+    )
+    exchange.status = status
+    if _send(request, answer, exchange):
+        exchange.bytes_sent = len(body)
+    return Written(status, keep_alive)
+
+
+def _names(lines: bytes) -> list[str]:
+    return [line.partition(b":")[0].decode("latin-1") for line in lines.split(b"\r\n") if line]
+
+
+def error(
+    request: web.BaseRequest, error: ProxyError, cors: CorsPolicy, exchange: Exchange
+) -> Written:
+    """The proxy's JSON error. A body it refused is never read, so the connection cannot go on
+    after it."""
+    lines = JSON + f"{ERROR_HEADER}: {error.code}\r\n".encode()
+    if error.status == 401:
+        lines += b'WWW-Authenticate: Bearer realm="lambda-url-proxy"\r\n'
+    keep_alive = request.content.is_eof()
+    return own(request, error.status, lines, error.body(), cors, exchange, keep_alive)
+
+
+def json(
+    request: web.BaseRequest, status: int, data: object, cors: CorsPolicy, exchange: Exchange
+) -> Written:
+    return own(request, status, JSON, jsonlib.dumps(data).encode(), cors, exchange)
+
+
+def interim(request: web.BaseRequest) -> None:
+    """`100 Continue` (RFC 9110 10.1.1): the client may send the body it holds back."""
+    transport = request.transport
+    if request.version >= (1, 1) and transport is not None and not transport.is_closing():
+        transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")

@@ -12,9 +12,7 @@ import time
 from json.encoder import encode_basestring_ascii as _json_str  # json.dumps's own (in C)
 from typing import Any, Final, TextIO
 
-from aiohttp.http_exceptions import HttpProcessingError
-
-from proxy.upstream import Exchange
+from proxy.exchange import Exchange
 
 access_log = logging.getLogger("proxy.access")
 
@@ -107,8 +105,11 @@ class MalformedRequestFilter(logging.Filter):
     not the proxy's error: one warning line says what was refused."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
-            error = record.exc_info[1]
+        # Looked up, not imported: `--help` and `check` never load aiohttp, and until something
+        # has, none of its errors can be logged.
+        exceptions = sys.modules.get("aiohttp.http_exceptions")
+        error = record.exc_info[1] if record.exc_info else None
+        if exceptions is not None and isinstance(error, exceptions.HttpProcessingError):
             record.msg = "refused a malformed request (%d): %s"
             record.args = (error.code, " ".join(error.message.split())[:300])
             record.levelno, record.levelname = logging.WARNING, "WARNING"

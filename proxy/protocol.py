@@ -16,8 +16,8 @@ from aiohttp.web_request import BaseRequest
 
 from proxy.app import dispatcher
 from proxy.errors import ERROR_HEADER, BadRequest, ProxyError, TooManyConnections
+from proxy.exchange import Exchange
 from proxy.logs import log_access
-from proxy.upstream import Exchange
 
 # aiohttp's C parser (llhttp) shows the line it refused as a bytes repr on a line of its own:
 # "Invalid char in url query:\n\n  b'GET /search?q=caf\\xc3\\xa9 HTTP/1.1'\n   ^".

@@ -2,17 +2,73 @@
 
 from __future__ import annotations
 
+import base64
+import netrc
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.request import getproxies, proxy_bypass
 
-from aiohttp import BasicAuth, ClientTimeout
-from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from proxy.aws_config import Resolved
 from proxy.credentials import Identity
 from proxy.settings import Route
 from proxy.target import canonical_path
+
+
+@dataclass(frozen=True, slots=True)
+class HttpProxy:
+    """An HTTP proxy from HTTP_PROXY / HTTPS_PROXY: where to connect, and its credentials as a
+    Proxy-Authorization value (from the URL, else ~/.netrc, as aiohttp's trust_env read them)."""
+
+    host: str
+    port: int
+    authorization: str | None
+
+    def __str__(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def env_proxy(url: URL) -> HttpProxy | None:
+    """The proxy the environment names for `url` (HTTP_PROXY for http, HTTPS_PROXY for https,
+    NO_PROXY honoured), read with urllib's own functions. Only http:// proxies: a TLS
+    connection to the proxy itself is not supported (aiohttp ignored those too)."""
+    host = url.raw_host
+    if host is None or proxy_bypass(host):
+        return None
+    configured = getproxies().get(url.scheme)
+    if not configured:
+        return None
+    proxy = URL(configured if "://" in configured else f"http://{configured}")
+    if proxy.scheme != "http" or not proxy.raw_host:
+        return None
+    user, password = proxy.user, proxy.password
+    if user is None:
+        user, password = _netrc_login(proxy.raw_host)
+    authorization = None
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+        authorization = f"Basic {token}"
+    return HttpProxy(proxy.raw_host, proxy.port or 80, authorization)
+
+
+def _netrc_login(host: str) -> tuple[str | None, str | None]:
+    """The proxy's login from NETRC or ~/.netrc, if either names it."""
+    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    try:
+        found = netrc.netrc(path).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return None, None
+    if found is None:
+        return None, None
+    login, _, password = found
+    return login, password
+
+
+# Routes to the same scheme, host, port, through the same proxy, share their connections.
+Origin = tuple[str, str, int, HttpProxy | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +86,13 @@ class Upstream:
     region: str
     region_source: str  # where the region came from: "AWS_REGION", "profile dev", ...
     service: str
-    timeout: ClientTimeout
+    timeout: float  # seconds for the whole exchange, streaming included
     identity: Identity
-    # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, read once: aiohttp's trust_env re-reads the
-    # environment and ~/.netrc on every request, which halved throughput.
-    proxy: URL | None = None
-    proxy_auth: BasicAuth | None = None
+    # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, read once: re-reading the environment and ~/.netrc
+    # on every request (aiohttp's trust_env did) halved throughput.
+    proxy: HttpProxy | None = None
+    # The connections this upstream may share with other routes: same scheme, host, port, proxy.
+    origin: Origin = ("http", "", 0, None)
     # What the request line and head need to differ by when a plain-http upstream is reached
     # through an HTTP proxy: the absolute URL as target, and the proxy's credentials.
     target_prefix: str = ""
@@ -45,10 +102,7 @@ class Upstream:
     def from_route(cls, route: Route, region: Resolved, identity: Identity) -> Upstream:
         url = URL(route.url)
         base_path = canonical_path(url.raw_path or "/").rstrip("/")
-        try:
-            proxy, proxy_auth = get_env_proxy_for_url(url)
-        except LookupError:
-            proxy, proxy_auth = None, None
+        proxy = env_proxy(url)
         assert url.raw_host is not None  # Route validated the url
         host_header = url.host_port_subcomponent or url.raw_host
         through_http_proxy = proxy is not None and url.scheme == "http"
@@ -64,12 +118,12 @@ class Upstream:
             region=region.value,
             region_source=region.source,
             service=route.service,
-            timeout=ClientTimeout(total=route.timeout),
+            timeout=route.timeout,
             identity=identity,
             proxy=proxy,
-            proxy_auth=proxy_auth,
+            origin=(url.scheme, url.raw_host, url.port or 0, proxy),
             target_prefix=f"http://{host_header}" if through_http_proxy else "",
-            proxy_authorization=proxy_auth.encode() if proxy_auth and through_http_proxy else None,
+            proxy_authorization=proxy.authorization if proxy and through_http_proxy else None,
         )
 
     def path_for(self, path: str) -> str:

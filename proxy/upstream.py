@@ -1,462 +1,471 @@
-"""The upstream client: aiohttp's connection pool and response parser, and the streaming forward
-of one signed request.
+"""The upstream client: keep-alive connections to Function URLs, pooled per origin, and the
+answers read from them with httptools (llhttp, the parser uvicorn and Node.js use).
 
-aiohttp's `ClientSession.request` costs about 70 us of CPU per request (request and response
-objects, timers, cookie filtering, trace hooks: bench/README.md), more than the rest of the proxy
-together. The proxy needs none of that: it writes the request head it has just signed itself and
-reads the answer with aiohttp's own client protocol, from connections that aiohttp's
-`TCPConnector` pools, resolves, verifies (TLS) and tunnels (HTTPS_PROXY) as it always does.
+It talks to the upstream socket and to nothing else: the request head comes ready-made
+(proxy/wire.py), and what reaches the client is proxy/downstream.py's. aiohttp's client cost
+more than the rest of the proxy together (request and response objects, its pool's bookkeeping,
+its parser's StreamReader: bench/README.md); the proxy needs a socket, a parser and a pool.
+
+    client = UpstreamClient(ca_bundle)
+    wire = await client.connect(upstream)     # pooled, else new: ConnectFailed, no byte sent
+    wire.send(head, body, skip_body=method == "HEAD")
+    head = await wire.head()                  # 1xx skipped; UpstreamBroken, Malformed
+    chunk = wire.read_nowait() / await wire.read()   # b"" at the end; bounded buffer
+    client.release(wire)                      # back to the pool if the answer allows it
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import collections
 import logging
 import ssl
-import time
-from dataclasses import dataclass
-from email.utils import formatdate
-from functools import lru_cache
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-from aiohttp import (
-    ClientConnectorCertificateError,
-    ClientConnectorError,
-    ClientError,
-    ClientRequest,
-    ClientSSLError,
-    ClientTimeout,
-    TCPConnector,
-    hdrs,
-    web,
-)
-from aiohttp.client_proto import ResponseHandler
-from aiohttp.connector import Connection
-from aiohttp.http import HttpVersion, HttpVersion11
-from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError
-from aiohttp.http_parser import RawResponseMessage
-from aiohttp.streams import EofStream, StreamReader
-from yarl import URL
+import httptools
 
-from proxy.cors import CorsPolicy
-from proxy.deadline import Deadline
-from proxy.downstream import Written, keeps_alive
-from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
-from proxy.forbidden import region_hint
-from proxy.headers import (
-    holds_control_bytes,
-    request_header_lines,
-    response_header_lines,
-    response_headers_to_return,
-)
-from proxy.routing import Upstream
-from proxy.signing import (
-    EMPTY_SHA256,
-    AmzClock,
-    Credentials,
-    sign_request,
-)
-from proxy.trace import Trace
-from proxy.trace import log as trace_log
+from proxy.headers import holds_control_bytes
+from proxy.routing import HttpProxy, Origin, Upstream
 
-log = logging.getLogger(__name__)
-
-# Methods that are safe to send twice (RFC 9110 section 9.2.2); only ever retried when the
-# first connection could not be made at all.
-IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-# Methods that announce an empty body with `Content-Length: 0`, as aiohttp's client does.
-BODILESS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-RETRY_DELAY: Final = 0.2
-AMZ_CLOCK: Final = AmzClock()
-# Large enough that a streamed MiB is a few reads, small enough to stay out of the way of RSS.
-READ_BUFSIZE: Final = 1 << 16
-# Above this, a body is written after the head rather than joined to it.
+# The pool's keep-alive stays below AWS's idle timeout, so a connection AWS has closed is
+# rarely picked (aiohttp's pool used the same 30 s).
+KEEPALIVE: Final = 30.0
+# Reading from the upstream pauses while this much of an answer's body waits for the client,
+# and resumes once the client has taken it: a slow client holds about this much per request.
+HIGH_WATER: Final = 1 << 18
+# Above this, a body is written after the head rather than joined to it (no copy).
 COPY_LIMIT: Final = 1 << 14
-# Answers without a body whose framing aiohttp rewrites (RFC 9110 8.6): never written whole.
-NO_BODY_STATUSES: Final = frozenset({204, 304})
-NO_TIMEOUT: Final = ClientTimeout()  # the route's timeout covers connecting: forward() sets it
+# What the head of an answer cannot hold: a control character would reach the client's terminal
+# and logs as it is. llhttp refuses these in header values, but not in the reason phrase.
+CONTROL_CHARACTER: Final = "a control character in its status line or a header"
+_LLHTTP_CONTROL: Final = "Invalid header value char"
+HEAD_END: Final = b"\r\n\r\n"
 
 
-class UpstreamClient:
-    """One for the app's life: pooled keep-alive connections, verified TLS, bytes passed through
-    as they are (no decompression, no cookies, no redirects, no invented headers)."""
+class ConnectFailed(Exception):
+    """The connection could not be made (refused, DNS, TLS, a proxy's tunnel): no byte of the
+    request went out, so an idempotent request may be tried again (unless `tls`)."""
 
-    def __init__(self, ca_bundle: Path | None) -> None:
-        ssl_context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
-        # The pool's keep-alive (30 s) stays below AWS's idle timeout, so stale reuse is rare.
-        self.connector = TCPConnector(ssl=ssl_context, limit=0, keepalive_timeout=30)
-        # One template request per origin and proxy: all the connector reads from it is which
-        # connection to give (host, port, TLS, proxy), so it is built once, not per request.
-        self._templates: dict[tuple[str, str, int | None, URL | None], ClientRequest] = {}
-        # Decided once: the log level belongs to the process (a reload asks for a restart), and
-        # at info level no request computes anything for the debug lines.
-        self.debug = trace_log.isEnabledFor(logging.DEBUG)
+    def __init__(self, cause: OSError | str, tls: bool = False) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.tls = tls
 
-    async def connect(self, upstream: Upstream) -> Connection:
-        key = (upstream.scheme, upstream.host, upstream.port, upstream.proxy)
-        template = self._templates.get(key)
-        if template is None:
-            template = ClientRequest(
-                "GET",
-                URL(upstream.url),
-                loop=asyncio.get_running_loop(),
-                proxy=upstream.proxy,
-                proxy_auth=upstream.proxy_auth,
-            )
-            self._templates[key] = template
-        return await self.connector.connect(template, [], NO_TIMEOUT)
 
-    async def close(self) -> None:
-        await self.connector.close()
+class UpstreamBroken(ConnectionError):
+    """The connection ended (or broke) before the answer did."""
+
+
+class Malformed(Exception):
+    """The answer is not HTTP the proxy will pass on."""
 
 
 @dataclass(slots=True)
-class Exchange:
-    """What one request did, for the access log."""
+class Head:
+    """An answer's status line and headers, as they came (names and values undecoded)."""
 
-    method: str
-    path: str
-    route: str = "-"
-    status: int = 0
-    bytes_sent: int = 0
+    status: int
+    reason: bytes
+    raw: list[tuple[bytes, bytes]]
+    connection: bytes | None = None  # the Connection header's values, joined
+    has_length: bool = False
+    has_date: bool = False
     request_id: str | None = None
     error_type: str | None = None
-    outcome: str | None = None  # the error code, or how a stream ended abnormally
-    detail: str | None = None  # what the proxy told the client, for its own 5xx errors
-    hint: str | None = None  # what an upstream failure's body says it means (a 403's region)
+    names: list[str] = field(default_factory=list)  # decoded, for CORS's exposed headers
 
 
-def _write_whole(
-    request: web.BaseRequest,
-    method: str,
-    message: RawResponseMessage,
-    lines: bytes,
-    body: bytes,
-    exchange: Exchange,
-) -> web.StreamResponse:
-    """Write an answer that has arrived whole (as a small one does: in the packets of its head)
-    in one write, head and body, straight to the client's socket. aiohttp's response machinery
-    would cost more than the rest of the response path (bench/README.md); the bytes are what
-    it writes, except that the upstream's header `lines` pass byte for byte, and that no Server
-    or Content-Type header is invented."""
-    version = request.version
-    keep_alive = keeps_alive(request)
-    headers = message.headers
-    head = [_status_line(version, message.code, message.reason), lines]
-    if hdrs.CONTENT_LENGTH not in headers and method != "HEAD":
-        head.append(b"Content-Length: %d\r\n" % len(body))  # it came chunked: now framed
-    if hdrs.DATE not in headers:
-        head.append(f"Date: {formatdate(usegmt=True)}\r\n".encode())
-    if version == HttpVersion11:
-        if not keep_alive:
-            head.append(b"Connection: close\r\n")
-    elif keep_alive:
-        head.append(b"Connection: keep-alive\r\n")  # an HTTP/1.0 client asked for it
-    head.append(b"\r\n")
-    transport = request.transport
-    if transport is None or transport.is_closing():
-        exchange.outcome = "client_disconnected"
-        return Written(message.code, keep_alive=False)
-    head.append(body)
-    transport.write(b"".join(head))
-    exchange.bytes_sent = len(body)
-    return Written(message.code, keep_alive)
+# Headers the proxy reads as they go by (lower-case names), and what it notes of each.
+_CONNECTION, _LENGTH, _DATE, _REQUEST_ID, _ERROR_TYPE, _ENCODING = range(6)
+_NOTED: Final = {
+    b"connection": _CONNECTION,
+    b"content-length": _LENGTH,
+    b"date": _DATE,
+    b"x-amzn-requestid": _REQUEST_ID,
+    b"x-amzn-errortype": _ERROR_TYPE,
+    b"transfer-encoding": _ENCODING,
+}
 
 
-@lru_cache(maxsize=64)
-def _status_line(version: HttpVersion, code: int, reason: str) -> bytes:
-    return f"HTTP/{version.major}.{version.minor} {code} {reason}\r\n".encode(
-        "utf-8",
-        "surrogateescape",  # the upstream's bytes, as they came
-    )
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")
 
 
-@lru_cache(maxsize=64)
-def _clean_reason(reason: str) -> bool:
-    return not holds_control_bytes(reason.encode("utf-8", "surrogateescape"))
+class Wire(asyncio.Protocol):
+    """One connection to an upstream: writes a request, parses its answer as it arrives.
 
+    One request at a time; the reader (the request's task) waits on one future, woken by the
+    parser's callbacks. Body chunks wait in a deque until read; past HIGH_WATER the transport
+    stops reading, so a slow client slows the upstream down rather than filling memory."""
 
-def _refuse_control_bytes(upstream: Upstream, message: RawResponseMessage, lines: bytes) -> None:
-    """aiohttp's parser refuses a CR or NUL in the upstream's head but passes the other control
-    bytes (ESC, DEL, ...), which would reach the client, its terminal and its logs as they are
-    (aiohttp's writer refuses them, but only as a 500 once the answer is under way). Refused
-    here, before a byte is written, as a malformed answer is: a 502."""
-    if holds_control_bytes(lines) or not _clean_reason(message.reason):
-        error = BadHttpMessage("a control character in its status line or a header")
-        raise _unreachable(upstream, error)
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[None] | None = None
+        self._raw: list[tuple[bytes, bytes]] = []
+        self._reason = b""
+        self._head: Head | None = None
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._paused = False
+        self._skip_body = False  # HEAD and CONNECT: llhttp cannot be told the method
+        self._carry = b""  # the last bytes of a head being fed alone (skip_body)
+        self._until_close = False  # a body that ends with the connection
+        self._keep_alive = False
+        self.busy = False  # a request is in flight (else unexpected bytes end the connection)
+        self.done = False  # the answer is complete
+        self.reusable = False
+        self.error: BaseException | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self.origin: Origin | None = None  # the pool it goes back to
+        self.pool: list[Wire] | None = None  # where it waits while idle
 
+    # --- asyncio.Protocol ---------------------------------------------------------------------
 
-class _HeadersWithFirstChunk(web.StreamResponse):
-    """The response head can go out in the same write as the first part of the body (or the
-    end): one syscall fewer per request, as aiohttp's own `web.Response` does (see _stream).
-    Private aiohttp API, guarded by tests/test_upstream_client.py."""
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
 
-    _send_headers_immediately = False
-
-
-def _unreachable(
-    upstream: Upstream, error: ClientError | HttpProcessingError | ConnectionError
-) -> UpstreamUnreachable:
-    if isinstance(error, ClientConnectorCertificateError | ClientSSLError):
-        reason = (
-            f"TLS verification failed ({error}); if the endpoint uses a private CA, "
-            "set ca_bundle or AWS_CA_BUNDLE"
-        )
-    elif isinstance(error, ClientConnectorError):
-        reason = f"cannot connect ({error.os_error.strerror or error.os_error})"
-    elif isinstance(error, HttpProcessingError):
-        reason = f"it sent a malformed HTTP response ({' '.join(error.message.split())[:200]})"
-    else:
-        reason = f"{type(error).__name__}: {error}"
-    return UpstreamUnreachable(
-        f"route {upstream.prefix!r}: {upstream.url} is unreachable: {reason}"
-    )
-
-
-def _timed_out(upstream: Upstream) -> UpstreamTimeout:
-    return UpstreamTimeout(
-        f"route {upstream.prefix!r}: {upstream.url} did not answer within "
-        f"{upstream.timeout.total:g} s; raise the route's timeout if the function needs longer"
-    )
-
-
-async def _send(
-    client: UpstreamClient,
-    upstream: Upstream,
-    method: str,
-    head: bytes,
-    body: bytes,
-    trace: Trace | None,
-) -> tuple[Connection, RawResponseMessage, StreamReader]:
-    """Write the request on a pooled connection and read the response head."""
-    connection = await client.connect(upstream)
-    if trace is not None:
-        trace.connected = time.perf_counter()
-    try:
-        protocol = connection.protocol
-        transport = connection.transport
-        assert isinstance(protocol, ResponseHandler)
-        assert transport is not None
-        protocol.set_response_params(
-            skip_payload=method == "HEAD",
-            read_until_eof=True,  # a body framed by the connection's end, as HTTP/1.0 may
-            auto_decompress=False,
-            read_bufsize=READ_BUFSIZE,
-        )
-        if len(body) > COPY_LIMIT:
-            transport.writelines((head, body))  # no copy of a large body
-        else:
-            transport.write(head + body)
-        while True:
-            try:
-                message, payload = await protocol.read()
-            except EofStream:
-                raise ConnectionResetError("the upstream closed the connection") from None
-            # 1xx are interim answers (101 is never asked for: no Upgrade is forwarded).
-            if not 100 <= message.code < 200:
-                return connection, message, payload
-    except BaseException:
-        connection.close()
-        raise
-
-
-def _request_head(
-    method: str, target: str, upstream: Upstream, forwarded: bytes, framing: str, signed: str
-) -> bytes:
-    # The target is canonical (ASCII), the host and the signed lines are ASCII too.
-    return (
-        f"{method} {target} HTTP/1.1\r\nHost: {upstream.host_header}\r\n".encode()
-        + forwarded
-        + f"{signed}{framing}\r\n".encode()
-    )
-
-
-async def forward(
-    request: web.BaseRequest,
-    client: UpstreamClient,
-    upstream: Upstream,
-    credentials: Credentials,
-    path: str,
-    query: str,
-    body: bytes,
-    exchange: Exchange,
-    cors: CorsPolicy,
-    task: asyncio.Task[Any],
-) -> web.StreamResponse:
-    """Sign and send the request; the answer goes back in one write if it has arrived whole,
-    else chunk by chunk as it arrives."""
-    method = request.method
-    try:
-        forwarded = request_header_lines(request.headers, request.raw_headers)
-    except ValueError as error:  # never from aiohttp's parser: see request_header_lines
-        raise BadRequest(f"refused to forward the request: {error}") from None
-    upstream_path = upstream.path_for(path)
-    payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
-    target = upstream.target_prefix + (f"{upstream_path}?{query}" if query else upstream_path)
-    framing = f"Content-Length: {len(body)}\r\n" if body or method not in BODILESS else ""
-    if upstream.proxy_authorization:
-        framing += f"Proxy-Authorization: {upstream.proxy_authorization}\r\n"
-    attempts = 2 if method in IDEMPOTENT else 1
-    response: web.StreamResponse | None = None
-    deadline = Deadline(task, upstream.timeout.total)
-    trace = Trace(method, f"{path}?{query}" if query else path, upstream) if client.debug else None
-    if trace is not None:
-        trace.route(upstream_path, query, credentials)
-    try:
-        for attempt in range(1, attempts + 1):
-            # Signed per attempt: a request must reach AWS within 5 minutes of its x-amz-date.
-            timestamp = AMZ_CLOCK()
-            signed = sign_request(
-                method,
-                upstream.host_header,
-                upstream_path,
-                query,
-                payload_hash,
-                credentials,
-                upstream.region,
-                upstream.service,
-                timestamp,
-            )
-            if trace is not None:
-                trace.signed(upstream_path, query, payload_hash, credentials, timestamp)
-            head = _request_head(method, target, upstream, forwarded, framing, signed)
-            try:
-                connection, message, payload = await _send(
-                    client, upstream, method, head, body, trace
-                )
-                break
-            except ClientConnectorError as error:
-                # The connection was never made, so no byte went out: safe to try again.
-                if attempt == attempts or isinstance(error, ClientSSLError):
-                    raise _unreachable(upstream, error) from None
-                log.warning(
-                    "%s %s: connecting to %s failed (%s); retrying once",
-                    method,
-                    path,
-                    upstream.url,
-                    error.os_error.strerror or error.os_error,
-                )
-                await asyncio.sleep(RETRY_DELAY)
-            except (ClientError, HttpProcessingError, ConnectionError) as error:
-                raise _unreachable(upstream, error) from None  # bytes may have gone out
-
-        if trace is not None:
-            trace.first_byte = time.perf_counter()
-        headers = message.headers
-        exchange.status = message.code
-        exchange.request_id = headers.get("x-amzn-RequestId")
-        exchange.error_type = headers.get("x-amzn-ErrorType")
-        if (
-            payload.is_eof()
-            and payload.exception() is None
-            and message.code not in NO_BODY_STATUSES
-            and not (cors.enabled and hdrs.ORIGIN in request.headers)
-        ):
-            try:
-                whole = payload.read_nowait()
-                if message.code == 403:
-                    _explain_forbidden(upstream, exchange, whole)
-                # With CORS on, only a request without Origin comes this way: it gets what
-                # CorsPolicy.apply() gives one (no function's Access-Control-*, Vary: Origin).
-                lines = response_header_lines(headers, message.raw_headers, cors.enabled)
-                _refuse_control_bytes(upstream, message, lines)
-                return _write_whole(request, method, message, lines, whole, exchange)
-            finally:
-                connection.release()  # the answer is all read: the connection is free
-        completed = False
+    def data_received(self, data: bytes) -> None:
+        if not self.busy or self.done:
+            # Bytes nobody asked for (after an answer, or while pooled): not HTTP to trust.
+            self.reusable = False
+            self.close()
+            return
         try:
-            _refuse_control_bytes(
-                upstream, message, response_header_lines(headers, message.raw_headers)
-            )
-            response = _HeadersWithFirstChunk(
-                status=message.code,
-                reason=message.reason,
-                headers=response_headers_to_return(headers),
-            )
-            if cors.enabled:
-                cors.apply(request, response)
-            if not keeps_alive(request):
-                response.force_close()  # "Connection: close" in the head, as _write_whole says
-            await response.prepare(request)
-            completed = await _stream(request, upstream, payload, response, exchange)
-        finally:
-            if completed:
-                connection.release()  # back to the pool, unless the upstream said close
+            if self._skip_body:
+                self._feed_head_only(data)
             else:
-                # Client gone, upstream broken, or this task cancelled: drop the upstream
-                # connection now rather than drain it back into the pool.
-                connection.close()
-    except asyncio.CancelledError:
-        if not deadline.reached():
-            raise
-        if response is None:
-            raise _timed_out(upstream) from None
-        # Never end the client's response cleanly after a truncated upstream body.
-        exchange.outcome = "upstream_failed_mid_body: TimeoutError"
-        if request.transport is not None:
-            request.transport.abort()
-    finally:
-        deadline.cancel()
-        if trace is not None:
-            trace.done(exchange.status, exchange.outcome)
-    assert response is not None
-    return response
+                self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as error:
+            self._fail(error.__cause__ or error.__context__ or error)
+        except httptools.HttpParserError as error:
+            reason = str(error)
+            self._fail(Malformed(CONTROL_CHARACTER if reason == _LLHTTP_CONTROL else reason))
+        except httptools.HttpParserUpgrade:
+            self._fail(Malformed("it switched protocols, which the proxy never asked for"))
 
+    def eof_received(self) -> bool:
+        return False  # the transport closes; connection_lost says what it meant
 
-async def _stream(
-    request: web.BaseRequest,
-    upstream: Upstream,
-    payload: StreamReader,
-    response: web.StreamResponse,
-    exchange: Exchange,
-) -> bool:
-    """Copy the body to the client; True when all of it went through.
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.reusable = False
+        if self.pool is not None:
+            self.pool.remove(self)
+            self.pool = None
+        if self.busy and not self.done and self.error is None:
+            if self._head is not None and self._until_close:
+                self._complete()  # a body framed by the connection's end: this is its end
+            elif self._head is None:
+                self._fail(UpstreamBroken("the upstream closed the connection without answering"))
+            else:
+                self._fail(UpstreamBroken("the upstream closed the connection mid-body"))
+        self._wake()
 
-    The response head waits for the first part of the body only if that part has already
-    arrived (one write instead of two); a function still at work gets its head sent at once, so
-    that a client sees the status as soon as the function gives it."""
-    try:
-        chunk = payload.read_nowait()
-    except (ClientError, OSError) as error:
-        return _cut_mid_body(request, exchange, error)
-    if exchange.status == 403:  # AWS's refusals are small: what has arrived is all of it
-        _explain_forbidden(upstream, exchange, chunk)
-    if not chunk and not payload.at_eof():
-        request.writer.send_headers()
-    while True:
-        if chunk:
-            try:
-                await response.write(chunk)
-            except ConnectionResetError:
-                exchange.outcome = "client_disconnected"
-                return False
-            exchange.bytes_sent += len(chunk)
+    # --- httptools callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.done:  # a second answer to one request: _fail() keeps the first, ends the rest
+            raise Malformed("it sent more than one answer")
+        self._raw = []
+        self._reason = b""
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._raw.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            return  # an interim answer (101 is never asked for: no Upgrade is forwarded)
+        reason = self._reason
+        if holds_control_bytes(reason):
+            raise Malformed(CONTROL_CHARACTER)
+        head = Head(status, reason, self._raw)
+        chunked = False
+        names = head.names
+        for name, value in self._raw:
+            names.append(_text(name))
+            noted = _NOTED.get(name.lower())
+            if noted is None:
+                continue
+            if noted == _CONNECTION:
+                head.connection = (
+                    value if head.connection is None else head.connection + b"," + value
+                )
+            elif noted == _LENGTH:
+                head.has_length = True
+            elif noted == _DATE:
+                head.has_date = True
+            elif noted == _REQUEST_ID:
+                head.request_id = _text(value)
+            elif noted == _ERROR_TYPE:
+                head.error_type = _text(value)
+            else:
+                chunked = value.rpartition(b",")[2].strip().lower() == b"chunked"
+        self._keep_alive = self._parser.should_keep_alive()
+        self._until_close = not (
+            head.has_length or chunked or self._skip_body or status in (204, 304)
+        )
+        self._head = head
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._head is None:
+            return  # the end of an interim answer: the real one follows
+        self._complete()
+
+    # --- the request's side -------------------------------------------------------------------
+
+    def send(self, head: bytes, body: bytes, skip_body: bool = False) -> None:
+        """Write one request; its answer is read with head() and read(). `skip_body`: the
+        answer has none whatever its headers say (the request was HEAD, or CONNECT)."""
+        assert self.transport is not None
+        self.busy = True
+        self.done = False
+        self.reusable = False
+        self.error = None
+        self._head = None
+        self._skip_body = skip_body
+        self._carry = b""
+        if len(body) > COPY_LIMIT:
+            self.transport.writelines((head, body))
+        else:
+            self.transport.write(head + body)
+
+    async def head(self) -> Head:
+        """The answer's head, once it has come (interim 1xx answers skipped)."""
+        while self._head is None:
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+        return self._head
+
+    def read_nowait(self) -> bytes:
+        """All of the body that has arrived; raises if the answer broke."""
+        chunks = self._chunks
+        if not chunks:
+            if self.error is not None:
+                raise self.error
+            return b""
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        if self._paused and self.transport is not None and not self.closed:
+            self._paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def read(self) -> bytes:
+        """The next part of the body, b"" at its end; raises if the answer broke."""
+        while True:
+            if self._chunks:
+                return self.read_nowait()
+            if self.error is not None:
+                raise self.error
+            if self.done:
+                return b""
+            await self._wait()
+
+    def close(self) -> None:
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- inside -------------------------------------------------------------------------------
+
+    def _feed_head_only(self, data: bytes) -> None:
+        """The answer to HEAD (or CONNECT) is a head alone, whatever its Content-Length says:
+        llhttp, which cannot be told the request's method, is fed up to the head's blank line
+        only, then replaced by a fresh parser for the next answer."""
+        while data:
+            probe = self._carry + data
+            end = probe.find(HEAD_END)
+            if end < 0:
+                self._carry = probe[-3:]
+                self._parser.feed_data(data)
+                return
+            cut = end + len(HEAD_END) - len(self._carry)
+            self._carry = b""
+            self._parser.feed_data(data[:cut])
+            data = data[cut:]
+            if self._head is not None:
+                self._parser = httptools.HttpResponseParser(self)
+                self._complete()
+                if data:  # bytes after an answer that has no body: the connection is unusable
+                    self.reusable = False
+                    self.close()
+                return
+
+    def _complete(self) -> None:
+        self.done = True
+        self.busy = False
+        self.reusable = self._keep_alive and not self._until_close and not self.closed
+        self._wake()
+
+    def _fail(self, error: BaseException) -> None:
+        if self.done:  # bytes after a complete answer: it stands, the connection does not
+            self.close()
+            return
+        if self.error is None:
+            self.error = error
+        self.reusable = False
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        waiter = self._loop.create_future()
+        self._waiter = waiter
         try:
-            chunk = await payload.readany()
-        except (ClientError, OSError) as error:
-            return _cut_mid_body(request, exchange, error)
-        if not chunk:
-            break
-    await response.write_eof()
-    return True
+            await waiter
+        finally:
+            self._waiter = None
 
 
-def _explain_forbidden(upstream: Upstream, exchange: Exchange, body: bytes) -> None:
-    exchange.hint = region_hint(
-        upstream.prefix,
-        upstream.url,
-        upstream.region,
-        exchange.error_type,
-        body,
-        upstream.region_source,
-    )
+class UpstreamClient:
+    """One for the app's life: keep-alive connections per origin, verified TLS, HTTP proxies
+    from the environment; bytes pass as they are (no decompression, cookies or redirects)."""
 
+    def __init__(self, ca_bundle: Path | None) -> None:
+        self.ssl = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+        self._idle: dict[Origin, list[Wire]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        # For proxy/forward.py, decided once: the log level belongs to the process (a reload
+        # asks for a restart), and at info level no request computes anything for debug lines.
+        self.debug = logging.getLogger("proxy.trace").isEnabledFor(logging.DEBUG)
 
-def _cut_mid_body(request: web.BaseRequest, exchange: Exchange, error: Exception) -> bool:
-    # Never end the client's response cleanly after a truncated upstream body.
-    exchange.outcome = f"upstream_failed_mid_body: {type(error).__name__}"
-    if request.transport is not None:
-        request.transport.abort()
-    return False
+    async def connect(self, upstream: Upstream) -> Wire:
+        """A kept-alive connection to `upstream`'s origin, else a new one."""
+        idle = self._idle.get(upstream.origin)
+        if idle:
+            loop = asyncio.get_running_loop()
+            expired = loop.time() - KEEPALIVE
+            while idle:
+                wire = idle.pop()  # the most recently used: the least likely to be stale
+                wire.pool = None
+                if not wire.closed and wire.idle_since > expired:
+                    return wire
+                wire.close()
+        return await self._open(upstream)
+
+    def release(self, wire: Wire) -> None:
+        """The answer is all read: the connection waits for the next request, unless it may
+        not carry one (the upstream said close, the body ended with the connection)."""
+        if not wire.reusable or wire.closed:
+            wire.close()
+            return
+        loop = asyncio.get_running_loop()
+        wire.idle_since = loop.time()
+        idle = self._idle.get(wire.origin) if wire.origin is not None else None
+        if idle is None:
+            wire.close()
+            return
+        wire.pool = idle
+        idle.append(wire)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(KEEPALIVE, self._sweep)
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for idle in self._idle.values():
+            for wire in list(idle):
+                wire.close()
+        self._idle.clear()
+
+    def _sweep(self) -> None:
+        """Close the connections idle for KEEPALIVE; again later while any are left."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        expired = loop.time() - KEEPALIVE
+        left = False
+        for idle in self._idle.values():
+            for wire in [wire for wire in idle if wire.idle_since <= expired]:
+                wire.close()  # connection_lost takes it out of the pool
+            left = left or bool(idle)
+        if left:
+            self._sweeper = loop.call_later(KEEPALIVE / 2, self._sweep)
+
+    async def _open(self, upstream: Upstream) -> Wire:
+        loop = asyncio.get_running_loop()
+        scheme, host, port, proxy = upstream.origin
+        tls = scheme == "https"
+        try:
+            if proxy is None:
+                _, wire = await loop.create_connection(
+                    lambda: Wire(loop),
+                    host,
+                    port,
+                    ssl=self.ssl if tls else None,
+                    server_hostname=host if tls else None,
+                )
+            else:
+                _, wire = await loop.create_connection(lambda: Wire(loop), proxy.host, proxy.port)
+                if tls:
+                    await self._tunnel(wire, host, port, proxy)
+        except ssl.SSLError as error:  # SSLCertVerificationError included
+            raise ConnectFailed(error, tls=True) from None
+        except ssl.CertificateError as error:
+            raise ConnectFailed(error, tls=True) from None
+        except OSError as error:
+            raise ConnectFailed(error) from None
+        self._idle.setdefault(upstream.origin, [])
+        wire.origin = upstream.origin
+        return wire
+
+    async def _tunnel(self, wire: Wire, host: str, port: int, proxy: HttpProxy) -> None:
+        """HTTPS through an HTTP proxy: CONNECT, then TLS with the upstream inside the tunnel."""
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        request = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+        if proxy.authorization:
+            request += f"Proxy-Authorization: {proxy.authorization}\r\n"
+        try:
+            wire.send(f"{request}\r\n".encode(), b"", skip_body=True)
+            answer = await wire.head()
+            if not 200 <= answer.status < 300:
+                reason = _text(answer.reason)
+                raise ConnectFailed(
+                    f"the proxy {proxy} refused the tunnel: {answer.status} {reason}"
+                )
+            wire.busy = wire.done = False
+            assert wire.transport is not None
+            transport = await asyncio.get_running_loop().start_tls(
+                wire.transport, wire, self.ssl, server_hostname=host
+            )
+        except (UpstreamBroken, Malformed) as error:
+            wire.abort()
+            raise ConnectFailed(f"the proxy {proxy} failed to open a tunnel ({error})") from None
+        except BaseException:
+            wire.abort()
+            raise
+        if transport is None:  # pragma: no cover - start_tls returns None only when closing
+            raise ConnectFailed(f"the proxy {proxy} closed the tunnel")
+        wire.transport = transport

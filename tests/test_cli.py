@@ -91,6 +91,44 @@ def test_version() -> None:
     assert result.stdout.strip() == "lambda-url-proxy 0.1.0"
 
 
+# Runs `lambda-url-proxy ARGS` in-process and prints which aiohttp modules it loaded.
+LOADED = """
+import contextlib, io, sys
+from proxy.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        main(sys.argv[1:])
+    except SystemExit:
+        pass
+print(sorted(name for name in sys.modules if name.split(".")[0] == "aiohttp"))
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["check", "--route", "/fn=http://127.0.0.1:9", "--region", "us-east-1"]],
+    ids=["help", "check"],
+)
+def test_help_and_check_load_no_aiohttp(args: list[str]) -> None:
+    """Neither serves nor forwards: aiohttp's client and server (most of start-up's import
+    time) stay unloaded, so they answer at once."""
+    result = subprocess.run(
+        [sys.executable, "-c", LOADED, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={
+            **KEYS,
+            "PATH": "/usr/bin:/bin",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": "/nonexistent/config",
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials",
+        },
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr
+
+
 def test_config_example_starts(tmp_path: Path) -> None:
     config = Path(__file__).resolve().parent.parent / "config" / "lambda-url-proxy.toml"
     proxy = spawn(["lambda-url-proxy", "--config", str(config), "--port", "0"], KEYS)

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy import logs
-from proxy.upstream import Exchange
+from proxy.exchange import Exchange
 
 EXCHANGES = [
     Exchange("GET", "/fn/ok", "/fn", 200, 112, "req-1"),

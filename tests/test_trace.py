@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from proxy import upstream
+from proxy import forward
 from proxy.signing import signing_key
 from tests.conftest import AKID, SECRET, ProxyProcess, RunningProxy, spawn
 from tests.fake_function_url import FakeFunctionUrl, KeyRecord
@@ -100,7 +100,7 @@ async def test_at_info_level_no_request_computes_a_trace(
     def no_trace(*args: object) -> None:
         raise AssertionError("a Trace was made at info level")
 
-    monkeypatch.setattr(upstream, "Trace", no_trace)
+    monkeypatch.setattr(forward, "Trace", no_trace)
     async with proxy.client.get(proxy.url + "/fn/x?q=1") as response:
         assert response.status == 200
     assert fake.received[-1].verified

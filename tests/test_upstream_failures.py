@@ -116,27 +116,24 @@ async def test_429_reaches_the_client_unchanged(
 
 
 def test_a_dns_failure_is_explained() -> None:
-    # A real lookup would leave loopback; aiohttp's own error type takes the same path.
-    from aiohttp import ClientConnectorDNSError
-    from aiohttp.client_reqrep import ConnectionKey
-
+    # A real lookup would leave loopback; the error getaddrinfo raises takes the same path.
     from proxy.aws_config import Resolved
     from proxy.credentials import Identity
+    from proxy.forward import _unreachable
     from proxy.routing import Upstream
     from proxy.settings import Route
-    from proxy.upstream import _unreachable
+    from proxy.upstream import ConnectFailed
 
     upstream = Upstream.from_route(
         Route(prefix="/fn", url="https://nope.lambda-url.us-east-1.on.aws"),
         Resolved("us-east-1", "the URL's host"),
         Identity(),
     )
-    key = ConnectionKey("nope.lambda-url.us-east-1.on.aws", 443, True, True, None, None, None)
-    error = ClientConnectorDNSError(key, OSError(-2, "Name or service not known"))
+    error = ConnectFailed(socket.gaierror(-2, "Name or service not known"))
     refusal = _unreachable(upstream, error)
     assert refusal.status == 502
     assert "https://nope.lambda-url.us-east-1.on.aws is unreachable" in refusal.message
-    assert "Name or service not known" in refusal.message
+    assert "cannot connect (Name or service not known)" in refusal.message
 
 
 async def test_a_timeout_mid_body_cuts_the_client_response(
