@@ -229,11 +229,6 @@ async def handle(
         credentials = await upstream.identity.credentials()  # before reading a body for nothing
         body = b""
         if request.body_exists:  # no timer for the bodiless majority
-            if hdrs.TRANSFER_ENCODING in request.headers:
-                # aiohttp's C parser carries a chunked body's last trailer line into the headers
-                # of the next request on the connection (docs/aiohttp-trailer-report.md), which
-                # would then be signed and forwarded: after a chunked request, no next request.
-                request.protocol.close()
             deadline = Deadline(task, state.settings.body_timeout)
             try:
                 body = await read_body(request, state.settings.max_body_size)

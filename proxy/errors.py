@@ -7,8 +7,9 @@ ProxyError                      every error the proxy answers itself
 ├── ClientNotAllowed            403 client_not_allowed      (allowed_clients)
 ├── HostNotAllowed              403 host_not_allowed        (DNS rebinding, loopback binds)
 ├── OriginNotAllowed            403 origin_not_allowed      (remote pages, CORS)
-├── BodyTooLarge                413 body_too_large
+├── BodyTooLarge                413 body_too_large          (max_body_size)
 ├── ExpectationFailed           417 expectation_failed      (an Expect other than 100-continue)
+├── HeadTooLarge                431 head_too_large          (max_head_size)
 ├── RequestTimeout              408 request_timeout
 ├── TooManyConnections          503 too_many_connections
 ├── UpstreamUnreachable         502 upstream_unreachable
@@ -71,6 +72,11 @@ class OriginNotAllowed(ProxyError):
 class BodyTooLarge(ProxyError):
     code = "body_too_large"
     status = 413
+
+
+class HeadTooLarge(ProxyError):
+    code = "head_too_large"
+    status = 431
 
 
 class ExpectationFailed(ProxyError):

@@ -26,6 +26,7 @@ NEEDS_RESTART: Final = (
     "ca_bundle",
     "idle_timeout",
     "max_connections",
+    "max_head_size",
     "shutdown_grace",
     "workers",
 )

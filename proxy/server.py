@@ -111,6 +111,7 @@ async def start(
     runner = ProxyRunner(
         app,
         max_connections=settings.max_connections,
+        max_head_size=settings.max_head_size,
         keepalive_timeout=settings.idle_timeout,  # aiohttp closes a connection still waiting
         access_log=None,  # for a complete request at this deadline: the header timeout too
         handler_cancellation=True,
