@@ -18,10 +18,12 @@ from typing import Any, Final, TypeVar
 
 from aiohttp import hdrs, web
 
+from proxy.budget import BodyBudget
 from proxy.deadline import Deadline
 from proxy.errors import (
     ERROR_HEADER,
     BadRequest,
+    BodyBufferFull,
     BodyTooLarge,
     ExpectationFailed,
     NoRoute,
@@ -41,6 +43,9 @@ CLIENT: Final = web.AppKey("client", UpstreamClient)
 FIRST_RESOLUTION_WAIT: Final = 5.0
 # Lambda rejects request payloads over 6 MB; the default limit says so before AWS does.
 LIMIT_HINT: Final = "raise max_body_size to change it (Lambda itself refuses more than 6 MB)"
+BUDGET_HINT: Final = (
+    "max_buffered_bodies is all the proxy holds of request bodies at once: raise it to allow more"
+)
 
 
 def json_response(status: int, data: object) -> web.Response:
@@ -62,15 +67,54 @@ def declared_too_large(declared: int, limit: int) -> BodyTooLarge:
     )
 
 
-async def read_body(request: web.BaseRequest, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it is known to be over `limit`. Called once
-    the request has passed every other check: only then does a client that sent
-    `Expect: 100-continue` (curl, for bodies over 1 MiB) hear that it may send the body."""
+def body_share(request: web.BaseRequest, limit: int, budget: BodyBudget) -> int:
+    """The bytes of `max_buffered_bodies` a body needs: its declared length, or, for a body of
+    unknown length (chunked), all it may grow to. 413 at once for a body that could never be
+    read: over `limit`, or more than the whole budget."""
     declared = request.content_length
-    if declared is not None and declared > limit:
+    if declared is None:
+        return min(limit, budget.limit)
+    if declared > limit:
         raise declared_too_large(declared, limit)
+    if declared > budget.limit:
+        raise BodyTooLarge(
+            f"the request body is {declared} bytes, more than the proxy holds of request "
+            f"bodies at once ({budget.limit}); {BUDGET_HINT}"
+        )
+    return declared
+
+
+async def take_share(
+    budget: BodyBudget, size: int, task: asyncio.Task[Any], seconds: float
+) -> None:
+    """Take `size` bytes of the budget, waiting up to `seconds` for room: else 503."""
+    if budget.take_now(size):
+        return
+    deadline = Deadline(task, seconds)
+    try:
+        await budget.take(size)
+    except asyncio.CancelledError:
+        if not deadline.reached():
+            raise
+        raise BodyBufferFull(
+            f"the proxy is holding all the request bodies max_buffered_bodies allows "
+            f"({budget.limit} bytes) for other requests, and no room for this one's {size} "
+            f"came free within body_timeout ({seconds:g} s); retry shortly, or raise "
+            "max_buffered_bodies"
+        ) from None
+    finally:
+        deadline.cancel()
+
+
+async def read_body(request: web.BaseRequest, limit: int, hint: str) -> bytes:
+    """The whole body, its size already checked against `limit` if declared; a body of unknown
+    length is refused with 413 as soon as it grows past `limit` (`hint` says what to raise).
+    Called once the request has passed every other check and holds its share of the budget:
+    only then does a client that sent `Expect: 100-continue` (curl, for bodies over 1 MiB)
+    hear that it may send the body."""
     if request.headers.get(hdrs.EXPECT) is not None:
         _continue(request)
+    declared = request.content_length
     if declared is not None:
         if declared == 0:
             return b""
@@ -86,9 +130,7 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
     async for chunk in request.content.iter_any():
         body += chunk
         if len(body) > limit:
-            raise BodyTooLarge(
-                f"the request body grew past the limit of {limit} bytes; {LIMIT_HINT}"
-            )
+            raise BodyTooLarge(f"the request body grew past the limit of {limit} bytes; {hint}")
     return bytes(body)
 
 
@@ -194,6 +236,7 @@ async def handle(
     raw_target = request.raw_path
     exchange = Exchange(request.method, raw_target.partition("?")[0][:2048])
     reserved = False
+    held = 0  # bytes of max_buffered_bodies this request's body holds until it is done
     try:
         if not raw_target.startswith("/"):  # absolute-form, CONNECT host:port, OPTIONS *
             raise _not_a_path(raw_target)
@@ -228,18 +271,28 @@ async def handle(
         exchange.route = upstream.prefix
         credentials = await upstream.identity.credentials()  # before reading a body for nothing
         body = b""
-        if request.body_exists:  # no timer for the bodiless majority
-            deadline = Deadline(task, state.settings.body_timeout)
+        if request.body_exists:  # no timer and no share for the bodiless majority
+            settings = state.settings
+            limit = settings.max_body_size
+            share = body_share(request, limit, live.bodies)
+            await take_share(live.bodies, share, task, settings.body_timeout)
+            held = share
+            deadline = Deadline(task, settings.body_timeout)
             try:
-                body = await read_body(request, state.settings.max_body_size)
+                body = await read_body(
+                    request, share, LIMIT_HINT if share == limit else BUDGET_HINT
+                )
             except asyncio.CancelledError:
                 if not deadline.reached():
                     raise
                 raise RequestTimeout(
-                    f"the request body did not arrive within {state.settings.body_timeout:g} s"
+                    f"the request body did not arrive within {settings.body_timeout:g} s"
                 ) from None
             finally:
                 deadline.cancel()
+            if len(body) < held:  # a chunked body took all it might need: the rest is free
+                live.bodies.give_back(held - len(body))
+                held = len(body)
         return await forward(
             request, client, upstream, credentials, path, query, body, exchange, cors, task
         )
@@ -259,6 +312,8 @@ async def handle(
         )
         raise
     finally:
+        if held:
+            live.bodies.give_back(held)
         live.in_flight.discard(task)
         if not reserved:
             log_access(exchange, time.perf_counter() - started)

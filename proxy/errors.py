@@ -7,11 +7,12 @@ ProxyError                      every error the proxy answers itself
 ├── ClientNotAllowed            403 client_not_allowed      (allowed_clients)
 ├── HostNotAllowed              403 host_not_allowed        (DNS rebinding, loopback binds)
 ├── OriginNotAllowed            403 origin_not_allowed      (remote pages, CORS)
-├── BodyTooLarge                413 body_too_large          (max_body_size)
+├── BodyTooLarge                413 body_too_large          (max_body_size, max_buffered_bodies)
 ├── ExpectationFailed           417 expectation_failed      (an Expect other than 100-continue)
 ├── HeadTooLarge                431 head_too_large          (max_head_size)
 ├── RequestTimeout              408 request_timeout
 ├── TooManyConnections          503 too_many_connections
+├── BodyBufferFull              503 body_buffer_full        (max_buffered_bodies, for body_timeout)
 ├── UpstreamUnreachable         502 upstream_unreachable
 ├── UpstreamTimeout             504 upstream_timeout
 └── CredentialsUnavailable      503 credentials_unavailable
@@ -106,4 +107,9 @@ class TooManyConnections(ProxyError):
 
 class CredentialsUnavailable(ProxyError):
     code = "credentials_unavailable"
+    status = 503
+
+
+class BodyBufferFull(ProxyError):
+    code = "body_buffer_full"
     status = 503

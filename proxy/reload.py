@@ -27,6 +27,7 @@ NEEDS_RESTART: Final = (
     "idle_timeout",
     "max_connections",
     "max_head_size",
+    "max_buffered_bodies",
     "shutdown_grace",
     "workers",
 )

@@ -291,6 +291,12 @@ class Settings(BaseSettings, IdentityOptions):
         description="largest request head (request line and headers together), e.g. 32KiB; "
         "a larger one gets 431 and the connection is closed",
     )
+    max_buffered_bodies: ByteSize = Field(
+        ByteSize(64 * MiB),
+        gt=0,
+        description="request body bytes held at once across all requests, e.g. 64MiB; a body "
+        "beyond it waits for room (up to body_timeout), then gets 503",
+    )
     ca_bundle: Path | None = Field(
         None, description="CA bundle to verify upstream TLS (default: AWS_CA_BUNDLE)"
     )
