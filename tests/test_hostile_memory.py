@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from proxy import app
 from proxy.app import LIVE
 from tests.conftest import (
     AKID,
@@ -326,3 +327,25 @@ async def test_the_budget_is_given_back_on_every_path(
         assert await holder == 200
         assert await held_after(proxy) == 0
         assert not proxy.app[LIVE].bodies._line  # nobody left waiting in line
+
+
+async def test_a_waiting_upload_is_left_in_the_socket(
+    fake: FakeFunctionUrl, aws_keys: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a request waits for room, aiohttp stops reading its body once it has buffered
+    twice read_bufsize (64 KiB) and one read of the socket (256 KiB) more at most."""
+    buffered: list[int] = []
+    read_body = app.read_body
+
+    async def reading(request: Any, limit: int, hint: str) -> bytes:
+        buffered.append(request.content.total_bytes)  # what arrived while it waited
+        return await read_body(request, limit, hint)
+
+    monkeypatch.setattr(app, "read_body", reading)
+    body = bytes(6 * 1024 * 1024)
+    async with running_proxy(routes=[route("/fn", fake.url)], max_buffered_bodies=7 << 20) as proxy:
+        holder = asyncio.create_task(status_of(proxy, upload("/fn/slow-headers/1", body)))
+        await until_received(fake, 1)
+        assert await status_of(proxy, upload("/fn/waited", body)) == 200
+        assert await holder == 200
+    assert len(buffered) == 2 and max(buffered) <= 2 * 64 * 1024 + 256 * 1024, buffered
