@@ -90,6 +90,10 @@ def non_ascii_target(target: bytes) -> BadRequest | None:
     return BadRequest(f"{message}; {CURL_HINT}" if where == "query" else message)
 
 
+# aiohttp's own handling of a read: parse it, queue what it completes, feed bodies.
+_parse: Final = RequestHandler.data_received
+
+
 class OversizedHead(Exception):
     """A head the counter refused: the proxy's error, and the beginning of the head."""
 
@@ -135,29 +139,31 @@ class JsonErrorRequestHandler(RequestHandler):
             transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if not data:  # aiohttp resuming its parser, paused by flow control: nothing new
-            super().data_received(data)
+        # Called for every read of every connection: the common cases come first and call
+        # aiohttp's parser directly (_parse), without super()'s lookup.
+        if self._body_left:
+            if len(data) <= self._body_left:
+                self._body_left -= len(data)
+                _parse(self, data)
+                return
+            body, data = data[: self._body_left], data[self._body_left :]
+            self._body_left = 0
+            _parse(self, body)
+        elif not data:  # aiohttp resuming its parser, paused by flow control: nothing new
+            _parse(self, data)
             return
-        while data:
-            if self._body_left:
-                if len(data) <= self._body_left:
-                    self._body_left -= len(data)
-                    super().data_received(data)
-                    return
-                body, data = data[: self._body_left], data[self._body_left :]
-                self._body_left = 0
-                super().data_received(body)
-            elif self._open_body is not None:
-                self._open_body_received(self._open_body, data)
+        elif self._open_body is not None:
+            self._open_body_received(self._open_body, data)
+            return
+        while data and self._head != DONE:
+            data = self._head_received(data)
+            if data and (self._body_left or self._open_body is not None):
+                self.data_received(data)  # its body follows the head in the same read
                 return
-            elif self._head == DONE:
-                return
-            else:
-                data = self._head_received(data)
 
     def _open_body_received(self, body: StreamReader, data: bytes) -> None:
         queued = len(self._messages)
-        super().data_received(data)
+        _parse(self, data)
         if body.is_eof():
             # Where it ended in `data` is the parser's secret, so whatever came after it is the
             # parser's too (one read at most): no head is read after it.
@@ -178,31 +184,40 @@ class JsonErrorRequestHandler(RequestHandler):
         else:
             end = data.find(HEAD_END)
             if end < 0:
-                size = self._head + len(data)
-                if size > self._head_limit:
-                    self._refuse_head(data)
-                    return b""
-                self._head = size
-                self._carry = data[-3:] if len(data) >= 3 else (self._carry + data)[-3:]
-                if len(self._head_start) < HEAD_START_KEPT:
-                    self._head_start += data[: HEAD_START_KEPT - len(self._head_start)]
-                super().data_received(data)
+                self._partial_head(data)
                 return b""
             end += 4
         if self._head + end > self._head_limit:
             self._refuse_head(data)
             return b""
-        self._head = 0
         if self._carry:
+            self._head = 0
             self._carry = self._head_start = b""
-        head, rest = (data, b"") if end == len(data) else (data[:end], data[end:])
-        queued = len(self._messages)
-        super().data_received(head)
-        if len(self._messages) > queued:
-            message, payload = self._messages[-1]
+        messages = self._messages
+        queued = len(messages)
+        if end == len(data):
+            _parse(self, data)
+            data = b""
+        else:
+            _parse(self, data[:end])
+            data = data[end:]
+        if len(messages) > queued:
+            message, payload = messages[-1]
             if payload is not EMPTY_PAYLOAD:  # no body: the next byte begins a head
                 self._body_follows(message, payload)
-        return rest
+        return data
+
+    def _partial_head(self, data: bytes) -> None:
+        """A read that does not end the head: counted, or refused if it crosses the bound."""
+        size = self._head + len(data)
+        if size > self._head_limit:
+            self._refuse_head(data)
+            return
+        self._head = size
+        self._carry = data[-3:] if len(data) >= 3 else (self._carry + data)[-3:]
+        if len(self._head_start) < HEAD_START_KEPT:
+            self._head_start += data[: HEAD_START_KEPT - len(self._head_start)]
+        _parse(self, data)
 
     def _body_follows(self, message: RawRequestMessage | _ErrInfo, payload: StreamReader) -> None:
         if isinstance(message, _ErrInfo):
