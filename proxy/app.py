@@ -99,7 +99,7 @@ async def take_share(
         raise BodyBufferFull(
             f"the proxy is holding all the request bodies max_buffered_bodies allows "
             f"({budget.limit} bytes) for other requests, and no room for this one's {size} "
-            f"came free within body_timeout ({seconds:g} s); retry shortly, or raise "
+            f"bytes came free within body_timeout ({seconds:g} s); retry shortly, or raise "
             "max_buffered_bodies"
         ) from None
     finally:

@@ -2,11 +2,13 @@
 HTTP parser refuses (malformed request lines, headers, bodies) instead of a plain-text page,
 one access line for each, and a bound on the bytes of a request head.
 
-The head bound needs three private names of aiohttp's RequestHandler, all used in this module
-only and each guarded by tests/test_protocol.py (which fails naming the one aiohttp changed):
+The head bound needs private names of aiohttp's, all used in this module only and each guarded
+by tests/test_protocol.py (which fails naming the one aiohttp changed): RequestHandler's
 `_messages` (the queue of parsed requests: where a head just parsed says whether a body
-follows), `_waiter` (wakes the handler for a refusal queued there) and `_ErrInfo` (the queued
-form of a refused request, which aiohttp answers through handle_error, in turn).
+follows) and `_waiter` (wakes the handler for a refusal queued there); web_protocol's
+`_ErrInfo` (the queued form of a refused request, which aiohttp answers through handle_error,
+in turn); and RawRequestMessage's `_replace` (a named tuple's, which aiohttp's C parser's
+message mirrors), to close the connection after a chunked request.
 """
 
 from __future__ import annotations

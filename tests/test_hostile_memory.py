@@ -14,17 +14,13 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from proxy import app
 from proxy.app import LIVE
 from tests.conftest import (
-    AKID,
-    SECRET,
     ProxyProcess,
     RunningProxy,
     route,
@@ -33,21 +29,10 @@ from tests.conftest import (
 from tests.fake_function_url import FakeFunctionUrl
 from tests.test_hostile_round_two import responses, send
 
-KEYS = {"AWS_ACCESS_KEY_ID": AKID, "AWS_SECRET_ACCESS_KEY": SECRET}
 TOKEN = "memory-token"
 HOST = b"Host: 127.0.0.1\r\n"
 # A head that grows a header line of 8000 bytes at a time (aiohttp's own limit is 8190 a line).
 BIG_LINES = b"".join(b"X-H%d: %s\r\n" % (n, b"v" * 8000) for n in range(8))  # 64 KB
-
-
-@pytest_asyncio.fixture
-async def started(fake: FakeFunctionUrl, spawn_proxy: Any) -> AsyncIterator[Any]:
-    async def start(*flags: str) -> ProxyProcess:
-        return await asyncio.to_thread(
-            spawn_proxy, "--route", f"/fn={fake.url}", "--region", "us-east-1", *flags, env=KEYS
-        )
-
-    yield start
 
 
 def refused_head(answer: bytes) -> str:

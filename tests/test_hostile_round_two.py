@@ -8,29 +8,13 @@ import gzip
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
-from tests.conftest import AKID, SECRET, ProxyProcess
 from tests.fake_function_url import FakeFunctionUrl
 
-KEYS = {"AWS_ACCESS_KEY_ID": AKID, "AWS_SECRET_ACCESS_KEY": SECRET}
 TOKEN = "round-two-token"
-
-
-@pytest_asyncio.fixture
-async def started(fake: FakeFunctionUrl, spawn_proxy: Any) -> AsyncIterator[Any]:
-    """started(*flags): the installed command in front of the fake, on a free port."""
-
-    async def start(*flags: str) -> ProxyProcess:
-        return await asyncio.to_thread(
-            spawn_proxy, "--route", f"/fn={fake.url}", "--region", "us-east-1", *flags, env=KEYS
-        )
-
-    yield start
 
 
 async def send(port: int, data: bytes, timeout: float = 5.0) -> bytes:
