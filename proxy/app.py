@@ -19,11 +19,13 @@ from typing import Any, Final, TypeVar
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11
 
+from proxy.budget import BodyBudget
 from proxy.deadline import Deadline
 from proxy.downstream import keeps_alive, write_error
 from proxy.errors import (
     ERROR_HEADER,
     BadRequest,
+    BodyBufferFull,
     BodyTooLarge,
     ExpectationFailed,
     HttpVersionNotSupported,
@@ -47,6 +49,9 @@ LIMIT_HINT: Final = "raise max_body_size to change it (Lambda itself refuses mor
 # The versions the proxy speaks. aiohttp's parser refuses HTTP/1.2 to 1.9 and 3.0 and above, but
 # serves a request line without a version (as HTTP/0.9), HTTP/0.9 and HTTP/2.0.
 HTTP_1: Final = (HttpVersion11, HttpVersion10)
+BUDGET_HINT: Final = (
+    "max_buffered_bodies is all the proxy holds of request bodies at once: raise it to allow more"
+)
 
 
 def json_response(status: int, data: object) -> web.Response:
@@ -68,15 +73,54 @@ def declared_too_large(declared: int, limit: int) -> BodyTooLarge:
     )
 
 
-async def read_body(request: web.BaseRequest, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it is known to be over `limit`. Called once
-    the request has passed every other check: only then does a client that sent
-    `Expect: 100-continue` (curl, for bodies over 1 MiB) hear that it may send the body."""
+def body_share(request: web.BaseRequest, limit: int, budget: BodyBudget) -> int:
+    """The bytes of `max_buffered_bodies` a body needs: its declared length, or, for a body of
+    unknown length (chunked), all it may grow to. 413 at once for a body that could never be
+    read: over `limit`, or more than the whole budget."""
     declared = request.content_length
-    if declared is not None and declared > limit:
+    if declared is None:
+        return min(limit, budget.limit)
+    if declared > limit:
         raise declared_too_large(declared, limit)
+    if declared > budget.limit:
+        raise BodyTooLarge(
+            f"the request body is {declared} bytes, more than the proxy holds of request "
+            f"bodies at once ({budget.limit}); {BUDGET_HINT}"
+        )
+    return declared
+
+
+async def take_share(
+    budget: BodyBudget, size: int, task: asyncio.Task[Any], seconds: float
+) -> None:
+    """Take `size` bytes of the budget, waiting up to `seconds` for room: else 503."""
+    if budget.take_now(size):
+        return
+    deadline = Deadline(task, seconds)
+    try:
+        await budget.take(size)
+    except asyncio.CancelledError:
+        if not deadline.reached():
+            raise
+        raise BodyBufferFull(
+            f"the proxy is holding all the request bodies max_buffered_bodies allows "
+            f"({budget.limit} bytes) for other requests, and no room for this one's {size} "
+            f"bytes came free within body_timeout ({seconds:g} s); retry shortly, or raise "
+            "max_buffered_bodies"
+        ) from None
+    finally:
+        deadline.cancel()
+
+
+async def read_body(request: web.BaseRequest, limit: int, hint: str) -> bytes:
+    """The whole body, its size already checked against `limit` if declared; a body of unknown
+    length is refused with 413 as soon as it grows past `limit` (`hint` says what to raise).
+    Called once the request has passed every other check and holds its share of the budget:
+    only then does a client that sent `Expect: 100-continue` (curl, for bodies over 1 MiB)
+    hear that it may send the body."""
     if request.headers.get(hdrs.EXPECT) is not None:
         _continue(request)
+    declared = request.content_length
     if declared is not None:
         if declared == 0:
             return b""
@@ -92,9 +136,7 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
     async for chunk in request.content.iter_any():
         body += chunk
         if len(body) > limit:
-            raise BodyTooLarge(
-                f"the request body grew past the limit of {limit} bytes; {LIMIT_HINT}"
-            )
+            raise BodyTooLarge(f"the request body grew past the limit of {limit} bytes; {hint}")
     return bytes(body)
 
 
@@ -216,6 +258,7 @@ async def handle(
     raw_target = request.raw_path
     exchange = Exchange(request.method, raw_target.partition("?")[0][:2048])
     reserved = False
+    held = 0  # bytes of max_buffered_bodies this request's body holds until it is done
     try:
         if request.version not in HTTP_1:
             raise _unsupported(request.version, request.method, raw_target)
@@ -252,23 +295,28 @@ async def handle(
         exchange.route = upstream.prefix
         credentials = await upstream.identity.credentials()  # before reading a body for nothing
         body = b""
-        if request.body_exists:  # no timer for the bodiless majority
-            if hdrs.TRANSFER_ENCODING in request.headers:
-                # aiohttp's C parser carries a chunked body's last trailer line into the headers
-                # of the next request on the connection (docs/aiohttp-trailer-report.md), which
-                # would then be signed and forwarded: after a chunked request, no next request.
-                request.protocol.close()
-            deadline = Deadline(task, state.settings.body_timeout)
+        if request.body_exists:  # no timer and no share for the bodiless majority
+            settings = state.settings
+            limit = settings.max_body_size
+            share = body_share(request, limit, live.bodies)
+            await take_share(live.bodies, share, task, settings.body_timeout)
+            held = share
+            deadline = Deadline(task, settings.body_timeout)
             try:
-                body = await read_body(request, state.settings.max_body_size)
+                body = await read_body(
+                    request, share, LIMIT_HINT if share == limit else BUDGET_HINT
+                )
             except asyncio.CancelledError:
                 if not deadline.reached():
                     raise
                 raise RequestTimeout(
-                    f"the request body did not arrive within {state.settings.body_timeout:g} s"
+                    f"the request body did not arrive within {settings.body_timeout:g} s"
                 ) from None
             finally:
                 deadline.cancel()
+            if len(body) < held:  # a chunked body took all it might need: the rest is free
+                live.bodies.give_back(held - len(body))
+                held = len(body)
         return await forward(
             request, client, upstream, credentials, path, query, body, exchange, cors, task
         )
@@ -291,6 +339,8 @@ async def handle(
         )
         raise
     finally:
+        if held:
+            live.bodies.give_back(held)
         live.in_flight.discard(task)
         if not reserved:
             log_access(exchange, time.perf_counter() - started)
