@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from bench import load, micro, nginx, procs, report, steps
+from bench import hostile, load, micro, nginx, procs, report, steps
 from bench.load import Scenario
 from bench.procs import Processes, RssSampler, Service
 
@@ -33,7 +33,7 @@ RESULTS: Final = Path(__file__).resolve().parent / "results"
 ONE_GIB: Final = 1 << 30
 ONE_MIB: Final = 1 << 20
 
-PARTS: Final = ("micro", "startup", "load", "ttfb", "stream")
+PARTS: Final = ("micro", "startup", "load", "ttfb", "stream", "hostile")
 SCENARIOS: Final = (
     Scenario("get_small", "GET small JSON", "GET", "/small", connections=50),
     Scenario("post_10k", "POST 10 KiB", "POST", "/post", connections=50, body_bytes=10240),
@@ -475,7 +475,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     label: measure_startup(processes, command, env, plan.startup_runs)
                     for label, command in proxies
                 }
-            if not ({"load", "ttfb", "stream"} & set(plan.parts) or args.profile):
+            if not ({"load", "ttfb", "stream", "hostile"} & set(plan.parts) or args.profile):
                 return finish(result, proxies, started)
             say("bench: starting upstream, nginx and the proxies")
             upstream, targets = start_services(processes, tools, plan, workdir, proxies, env)
@@ -495,6 +495,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if "stream" in plan.parts:
                 say(f"bench: one 1 GiB answer through each proxy, {plan.stream_runs} time(s)")
                 result["stream_1g"] = measure_big_stream(targets, plan.stream_runs)
+            if "hostile" in plan.parts:
+                say("bench: hostile input: floods of heads and uploads, a gzip bomb")
+                result["hostile"] = hostile.measure(
+                    processes, main_command, targets[0].port, env, workdir, quick
+                )
             if args.profile:
                 scenario = next(s for s in SCENARIOS if s.name == args.profile_scenario)
                 result["profile"] = run_profile(

@@ -142,6 +142,7 @@ def upstream_conf(
             return 200 '{SMALL_JSON}';
         }}
         location = /post {{
+            client_max_body_size 8m;  # the hostile part's 6 MiB uploads
             default_type application/json;
             return 200 '{{"received": true}}';
         }}

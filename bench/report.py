@@ -6,6 +6,8 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
+from bench import hostile
+
 NGINX = "nginx"
 DIRECT = "direct (the limit)"
 
@@ -217,6 +219,8 @@ def render(result: dict[str, Any]) -> str:
         for step in result["steps"]:
             shown = f"{step['us']:.2f}" if step["us"] is not None else f"failed: {step['error']}"
             lines.append(f"  {step['step']:<38} {shown}")
+    if result.get("hostile"):
+        lines += hostile.render(result["hostile"])
     if result.get("profile"):
         lines += ["", result["profile"]["summary"]]
     if result.get("checks"):

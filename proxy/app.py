@@ -18,9 +18,11 @@ from typing import Any, Final
 from aiohttp import web
 
 from proxy import downstream
+from proxy.budget import BodyBudget
 from proxy.deadline import Deadline
 from proxy.errors import (
     BadRequest,
+    BodyBufferFull,
     BodyTooLarge,
     ExpectationFailed,
     HttpVersionNotSupported,
@@ -44,6 +46,9 @@ CLIENT: Final = web.AppKey("client", UpstreamClient)
 FIRST_RESOLUTION_WAIT: Final = 5.0
 # Lambda rejects request payloads over 6 MB; the default limit says so before AWS does.
 LIMIT_HINT: Final = "raise max_body_size to change it (Lambda itself refuses more than 6 MB)"
+BUDGET_HINT: Final = (
+    "max_buffered_bodies is all the proxy holds of request bodies at once: raise it to allow more"
+)
 # The versions the proxy speaks. aiohttp's parser refuses HTTP/1.2 to 1.9 and 3.0 and above, but
 # serves a request line without a version (as HTTP/0.9), HTTP/0.9 and HTTP/2.0.
 HTTP_1: Final = ((1, 1), (1, 0))
@@ -55,13 +60,51 @@ def declared_too_large(declared: int, limit: int) -> BodyTooLarge:
     )
 
 
-async def read_body(request: web.BaseRequest, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it is known to be over `limit`. Called once
-    the request has passed every other check: only then does a client that sent
-    `Expect: 100-continue` (curl, for bodies over 1 MiB) hear that it may send the body."""
+def body_share(request: web.BaseRequest, limit: int, budget: BodyBudget) -> int:
+    """The bytes of `max_buffered_bodies` a body needs: its declared length, or, for a body of
+    unknown length (chunked), all it may grow to. 413 at once for a body that could never be
+    read: over `limit`, or more than the whole budget."""
     declared = request.content_length
-    if declared is not None and declared > limit:
+    if declared is None:
+        return min(limit, budget.limit)
+    if declared > limit:
         raise declared_too_large(declared, limit)
+    if declared > budget.limit:
+        raise BodyTooLarge(
+            f"the request body is {declared} bytes, more than the proxy holds of request "
+            f"bodies at once ({budget.limit}); {BUDGET_HINT}"
+        )
+    return declared
+
+
+async def take_share(
+    budget: BodyBudget, size: int, task: asyncio.Task[Any], seconds: float
+) -> None:
+    """Take `size` bytes of the budget, waiting up to `seconds` for room: else 503."""
+    if budget.take_now(size):
+        return
+    deadline = Deadline(task, seconds)
+    try:
+        await budget.take(size)
+    except asyncio.CancelledError:
+        if not deadline.reached():
+            raise
+        raise BodyBufferFull(
+            f"the proxy is holding all the request bodies max_buffered_bodies allows "
+            f"({budget.limit} bytes) for other requests, and no room for this one's {size} "
+            f"bytes came free within body_timeout ({seconds:g} s); retry shortly, or raise "
+            "max_buffered_bodies"
+        ) from None
+    finally:
+        deadline.cancel()
+
+
+async def read_body(request: web.BaseRequest, limit: int, hint: str) -> bytes:
+    """The whole body, its size already checked against `limit` if declared; a body of unknown
+    length is refused with 413 as soon as it grows past `limit` (`hint` says what to raise).
+    Called once the request has passed every other check and holds its share of the budget:
+    only then does a client that sent `Expect: 100-continue` (curl, for bodies over 1 MiB)
+    hear that it may send the body."""
     if (expect := request.headers.get("Expect")) is not None:
         # RFC 9110 10.1.1: the one expectation there is; any other is refused with 417.
         if expect.strip().lower() != "100-continue":
@@ -70,6 +113,7 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
                 "Expect: 100-continue"
             )
         downstream.interim(request)
+    declared = request.content_length
     if declared is not None:
         if declared == 0:
             return b""
@@ -85,9 +129,7 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
     async for chunk in request.content.iter_any():
         body += chunk
         if len(body) > limit:
-            raise BodyTooLarge(
-                f"the request body grew past the limit of {limit} bytes; {LIMIT_HINT}"
-            )
+            raise BodyTooLarge(f"the request body grew past the limit of {limit} bytes; {hint}")
     return bytes(body)
 
 
@@ -171,16 +213,17 @@ def _match(router: Router, path: str) -> Upstream:
     return upstream
 
 
-async def _body(request: web.BaseRequest, settings: Settings, task: asyncio.Task[Any]) -> bytes:
-    """The request's body, within body_timeout."""
-    if "Transfer-Encoding" in request.headers:
-        # aiohttp's C parser carries a chunked body's last trailer line into the headers of the
-        # next request on the connection (docs/aiohttp-trailer-report.md), which would then be
-        # signed and forwarded: after a chunked request, no next request.
-        request.protocol.close()
+async def _body(request: web.BaseRequest, live: Live, task: asyncio.Task[Any]) -> bytes:
+    """The request's body, within body_timeout, once it has its share of max_buffered_bodies.
+    On return the body holds len(body) bytes of it: the caller gives them back when done."""
+    settings, budget = live.state.settings, live.bodies
+    limit = settings.max_body_size
+    share = body_share(request, limit, budget)
+    await take_share(budget, share, task, settings.body_timeout)
     deadline = Deadline(task, settings.body_timeout)
+    body = b""
     try:
-        return await read_body(request, settings.max_body_size)
+        body = await read_body(request, share, LIMIT_HINT if share == limit else BUDGET_HINT)
     except asyncio.CancelledError:
         if not deadline.reached():
             raise
@@ -189,6 +232,8 @@ async def _body(request: web.BaseRequest, settings: Settings, task: asyncio.Task
         ) from None
     finally:
         deadline.cancel()
+        budget.give_back(share - len(body))  # a chunked body took all it might need
+    return body
 
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -219,7 +264,7 @@ async def handle(
     live.in_flight.add(task)
     exchange = Exchange(request.method, request.raw_path.partition("?")[0][:2048])
     try:
-        return await _serve(request, state, client, exchange, task)
+        return await _serve(request, live, state, client, exchange, task)
     except ProxyError as error:
         exchange.outcome = error.code
         if error.status >= 500:
@@ -238,6 +283,7 @@ async def handle(
 
 async def _serve(
     request: web.BaseRequest,
+    live: Live,
     state: ProxyState,
     client: UpstreamClient,
     exchange: Exchange,
@@ -266,11 +312,17 @@ async def _serve(
     upstream = _match(state.router, path)
     exchange.route = upstream.prefix
     credentials = await upstream.identity.credentials()  # before reading a body for nothing
-    # No timer for the bodiless majority.
-    body = await _body(request, state.settings, task) if request.body_exists else b""
-    return await forward(
-        request, client, upstream, credentials, path, query, body, exchange, cors, task
-    )
+    if not request.body_exists:  # no timer and no share of the budget for the majority
+        return await forward(
+            request, client, upstream, credentials, path, query, b"", exchange, cors, task
+        )
+    body = await _body(request, live, task)
+    try:
+        return await forward(
+            request, client, upstream, credentials, path, query, body, exchange, cors, task
+        )
+    finally:
+        live.bodies.give_back(len(body))
 
 
 def create_app(settings: Settings) -> web.Application:

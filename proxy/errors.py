@@ -7,11 +7,13 @@ ProxyError                      every error the proxy answers itself
 ├── ClientNotAllowed            403 client_not_allowed      (allowed_clients)
 ├── HostNotAllowed              403 host_not_allowed        (DNS rebinding, loopback binds)
 ├── OriginNotAllowed            403 origin_not_allowed      (remote pages, CORS)
-├── BodyTooLarge                413 body_too_large
+├── BodyTooLarge                413 body_too_large          (max_body_size, max_buffered_bodies)
 ├── ExpectationFailed           417 expectation_failed      (an Expect other than 100-continue)
+├── HeadTooLarge                431 head_too_large          (max_head_size)
 ├── RequestTimeout              408 request_timeout
 ├── TooManyConnections          503 too_many_connections
 ├── HttpVersionNotSupported     505 http_version_not_supported  (HTTP/2.0 and above on a 1.1 port)
+├── BodyBufferFull              503 body_buffer_full        (max_buffered_bodies, for body_timeout)
 ├── UpstreamUnreachable         502 upstream_unreachable
 ├── UpstreamTimeout             504 upstream_timeout
 └── CredentialsUnavailable      503 credentials_unavailable
@@ -85,6 +87,11 @@ class BodyTooLarge(ProxyError):
     status = 413
 
 
+class HeadTooLarge(ProxyError):
+    code = "head_too_large"
+    status = 431
+
+
 class ExpectationFailed(ProxyError):
     code = "expectation_failed"
     status = 417
@@ -117,4 +124,9 @@ class HttpVersionNotSupported(ProxyError):
 
 class CredentialsUnavailable(ProxyError):
     code = "credentials_unavailable"
+    status = 503
+
+
+class BodyBufferFull(ProxyError):
+    code = "body_buffer_full"
     status = 503

@@ -26,6 +26,8 @@ NEEDS_RESTART: Final = (
     "ca_bundle",
     "idle_timeout",
     "max_connections",
+    "max_head_size",
+    "max_buffered_bodies",
     "shutdown_grace",
     "workers",
 )

@@ -8,6 +8,7 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 from aiohttp import web
 
@@ -20,6 +21,8 @@ from proxy.settings import Settings
 from proxy.state import Live
 
 log = logging.getLogger("proxy")
+
+READ_BUFSIZE: Final = 64 * 1024
 
 
 def _announce(app: web.Application, settings: Settings, address: str) -> None:
@@ -111,6 +114,7 @@ async def start(
     runner = ProxyRunner(
         app,
         max_connections=settings.max_connections,
+        max_head_size=settings.max_head_size,
         keepalive_timeout=settings.idle_timeout,  # aiohttp closes a connection still waiting
         access_log=None,  # for a complete request at this deadline: the header timeout too
         handler_cancellation=True,
@@ -119,6 +123,11 @@ async def start(
         # function's business. Decompressing here corrupted gzip bodies (cut to the compressed
         # length) and let a small gzip bomb stall the event loop before any check ran.
         auto_decompress=False,
+        # What aiohttp buffers of a body nobody reads yet (a request waiting for its share of
+        # max_buffered_bodies) before it stops reading: twice this, plus one read of the socket
+        # (256 KiB). aiohttp 3.14's default, 256 KiB, let each waiting upload hold 730 KiB;
+        # reading a body raises it to the body's length, so uploads go as fast.
+        read_bufsize=READ_BUFSIZE,
     )
     await runner.setup()
     try:

@@ -41,7 +41,8 @@ from proxy.target import canonical_path
 ENV_PREFIX: Final = "LAMBDA_URL_PROXY_"
 CONFIG_ENV: Final = f"{ENV_PREFIX}CONFIG"
 RESERVED_PREFIX: Final = "/_proxy"
-MiB: Final = 1024 * 1024
+KiB: Final = 1024
+MiB: Final = 1024 * KiB
 SHUTDOWN_GRACE: Final = 10.0
 
 _ROLE_ARN: Final = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
@@ -282,6 +283,19 @@ class Settings(BaseSettings, IdentityOptions):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     max_body_size: ByteSize = Field(
         ByteSize(6 * MiB), gt=0, description="largest request body forwarded, e.g. 6MiB"
+    )
+    # nginx's large_client_header_buffers (4 x 8k): what clients behind nginx already live with.
+    max_head_size: ByteSize = Field(
+        ByteSize(32 * KiB),
+        ge=KiB,
+        description="largest request head (request line and headers together), e.g. 32KiB; "
+        "a larger one gets 431 and the connection is closed",
+    )
+    max_buffered_bodies: ByteSize = Field(
+        ByteSize(64 * MiB),
+        gt=0,
+        description="request body bytes held at once across all requests, e.g. 64MiB; a body "
+        "beyond it waits for room (up to body_timeout), then gets 503",
     )
     ca_bundle: Path | None = Field(
         None, description="CA bundle to verify upstream TLS (default: AWS_CA_BUNDLE)"

@@ -15,6 +15,7 @@ from typing import Any
 
 from proxy.access import AccessPolicy, HostPolicy, is_loopback
 from proxy.aws_config import AwsConfig, resolve_route
+from proxy.budget import BodyBudget
 from proxy.cors import CorsPolicy
 from proxy.credentials import Identity, IdentitySpec
 from proxy.routing import Router, Upstream
@@ -103,6 +104,9 @@ class Live:
         self._refreshing: dict[Identity, asyncio.Task[None]] = {}
         self.in_flight: set[asyncio.Task[Any]] = set()  # request handlers, for the drain
         self.stopping = False
+        # The process's, not the configuration's: a reload keeps it (max_buffered_bodies asks
+        # for a restart).
+        self.bodies = BodyBudget(state.settings.max_buffered_bodies)
 
     def start_refreshing(self) -> None:
         """One refresh task per identity in use: new ones started, unused ones stopped."""

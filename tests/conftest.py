@@ -28,6 +28,7 @@ from tests.fake_function_url import FakeFunctionUrl, KeyRecord
 ROOT = Path(__file__).resolve().parent.parent
 AKID = "AKIAFAKEEXAMPLE00001"
 SECRET = "fAkE/sEcReT+kEy/0123456789abcdefghijklmn"
+KEYS = {"AWS_ACCESS_KEY_ID": AKID, "AWS_SECRET_ACCESS_KEY": SECRET}
 
 
 @pytest.fixture(autouse=True)
@@ -182,6 +183,18 @@ def spawn_proxy() -> Iterator[Any]:
         if running.process.poll() is None:
             running.process.kill()
             running.process.wait()
+
+
+@pytest_asyncio.fixture
+async def started(fake: FakeFunctionUrl, spawn_proxy: Any) -> AsyncIterator[Any]:
+    """started(*flags): the installed command in front of the fake, on a free port."""
+
+    async def start(*flags: str) -> ProxyProcess:
+        return await asyncio.to_thread(
+            spawn_proxy, "--route", f"/fn={fake.url}", "--region", "us-east-1", *flags, env=KEYS
+        )
+
+    yield start
 
 
 @dataclass

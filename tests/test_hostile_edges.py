@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import pytest_asyncio
 
-from tests.conftest import ProxyProcess
+from tests.conftest import KEYS, ProxyProcess
 from tests.fake_function_url import FakeFunctionUrl
-from tests.test_hostile_round_two import KEYS, echo, responses, send
+from tests.test_hostile_round_two import echo, responses, send
 from tests.test_upstream_client import Answer, in_two_parts, scripted
 
 CORS_PAGE = "http://localhost:5173"
