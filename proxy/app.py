@@ -3,7 +3,7 @@
 Every request goes through `handle`, which is also the one edge where the proxy's own errors
 become JSON and where the access log line is written. The app holds the state and runs the
 start-up and clean-up; requests bypass its router and middleware chain (one catch-all route
-needs neither): ProxyRunner gives the server `dispatcher(app)` as its handler.
+needs neither): proxy/server.py gives aiohttp's low-level server `dispatcher(app)` as its handler.
 """
 
 from __future__ import annotations

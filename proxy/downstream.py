@@ -5,15 +5,18 @@ is written here, and CORS headers are added here, to every kind of answer.
 - stream():   an upstream answer still arriving, chunk by chunk, with back-pressure both ways
 - abort():    the end of a stream that broke: never a clean end after a truncated body
 - own():      the proxy's own answers: its JSON errors (error()), /_proxy/* (json()), preflights
+- refuse():   a request aiohttp's parser refused; turn_away(): a connection over the cap
 - interim():  100 Continue
 
 aiohttp's server reads the requests; its response classes are not used: each answer goes to the
-transport in as few writes as its bytes allow, and the handler returns a `Written`, which tells
-aiohttp there is nothing left to send, only whether the connection stays open.
+transport in as few writes as its bytes allow, and the handler returns a `Written`
+(proxy/_aiohttp.py), which tells aiohttp there is nothing left to send, only whether the
+connection stays open.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json as jsonlib
 import time
 from collections.abc import Callable
@@ -22,6 +25,7 @@ from typing import Final
 
 from aiohttp import web
 
+from proxy._aiohttp import Written
 from proxy.cors import CorsPolicy
 from proxy.errors import ERROR_HEADER, ProxyError
 from proxy.exchange import Exchange
@@ -30,18 +34,9 @@ from proxy.upstream import Head, Malformed, Wire
 from proxy.wire import LAST_CHUNK, NO_BODY_STATUSES, Version, chunk, connection_line, status_line
 
 HTTP_11: Final = (1, 1)
+NO_CORS: Final = CorsPolicy(())  # for refusals made before any configuration is looked at
 JSON: Final = b"Content-Type: application/json\r\n"
 CHUNKED: Final = b"Transfer-Encoding: chunked\r\n"
-
-
-class Written(web.StreamResponse):
-    """An answer the proxy has already written to the client's socket: aiohttp has nothing left
-    to send, only to learn whether the connection stays open."""
-
-    def __init__(self, status: int, keep_alive: bool) -> None:
-        super().__init__(status=status)
-        self._keep_alive = keep_alive
-        self._eof_sent = True  # prepare() and write_eof() return at once (guarded by tests)
 
 
 class HttpDate:
@@ -251,3 +246,19 @@ def interim(request: web.BaseRequest) -> None:
     transport = request.transport
     if request.version >= (1, 1) and transport is not None and not transport.is_closing():
         transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+def refuse(
+    request: web.BaseRequest, error: ProxyError, exchange: Exchange, status: int | None = None
+) -> Written:
+    """The answer to a request aiohttp's parser refused (`status`: the parser's): the proxy's
+    JSON, and the connection's end (what follows the refused bytes cannot be trusted)."""
+    lines = JSON + f"{ERROR_HEADER}: {error.code}\r\n".encode()
+    return own(
+        request, status or error.status, lines, error.body(), NO_CORS, exchange, keep_alive=False
+    )
+
+
+def turn_away(transport: asyncio.Transport, error: ProxyError) -> None:
+    """Refuse a connection before reading a byte of it (beyond max_connections)."""
+    transport.write(error.answer())

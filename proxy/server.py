@@ -8,14 +8,14 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
 from proxy import __version__
+from proxy._aiohttp import JsonErrorServer
 from proxy.access import is_loopback
-from proxy.app import LIVE, create_app
-from proxy.protocol import ProxyRunner
+from proxy.app import LIVE, create_app, dispatcher
 from proxy.reload import Reloader
 from proxy.settings import Settings
 from proxy.state import Live
@@ -83,7 +83,7 @@ def _exit_now(signum: int) -> None:
     os._exit(128 + signum)
 
 
-async def drain(runner: web.AppRunner, live: Live, grace: float) -> None:
+async def drain(runner: web.BaseRunner, live: Live, grace: float) -> None:
     """Stop accepting, let in-flight requests and streams finish for up to `grace` seconds,
     then cut the rest. aiohttp's own shutdown cannot do this: it waits its timeout twice and
     never cancels a handler that streams a response without reading a request body."""
@@ -105,20 +105,43 @@ async def drain(runner: web.AppRunner, live: Live, grace: float) -> None:
         await asyncio.wait(pending, timeout=1.0)
 
 
+class ProxyRunner(web.ServerRunner):
+    """aiohttp's documented low-level runner, with the app's start-up and clean-up around it:
+    the app holds the state (routes, credentials, the upstream client), the server only calls
+    the proxy's one handler (no router, no middleware)."""
+
+    def __init__(self, app: web.Application, server: web.Server, **kwargs: Any) -> None:
+        super().__init__(server, **kwargs)
+        self.app = app
+
+    async def shutdown(self) -> None:
+        await self.app.shutdown()
+
+    async def cleanup(self) -> None:
+        try:
+            await super().cleanup()
+        finally:
+            await self.app.cleanup()  # the credentials' refreshes, the upstream client
+
+
 async def start(
     app: web.Application, settings: Settings, reuse_port: bool = False
-) -> tuple[web.AppRunner, str]:
+) -> tuple[ProxyRunner, str]:
     """Listen on the configured address; returns the runner and the URL it listens on."""
+    # As AppRunner does it: the start-up (credentials resolved, the upstream client opened: the
+    # handler's state) may still set the app's keys; then the app is frozen.
+    app.on_startup.freeze()
+    await app.startup()
+    app.freeze()
     # The grace is enforced by drain(); by the time aiohttp's own shutdown runs, only idle
     # keep-alive connections remain.
-    runner = ProxyRunner(
-        app,
+    server = JsonErrorServer(
+        dispatcher(app),
         max_connections=settings.max_connections,
         max_head_size=settings.max_head_size,
         keepalive_timeout=settings.idle_timeout,  # aiohttp closes a connection still waiting
         access_log=None,  # for a complete request at this deadline: the header timeout too
         handler_cancellation=True,
-        shutdown_timeout=1.0,
         # A proxy forwards the bytes it was given: what Content-Encoding means is the
         # function's business. Decompressing here corrupted gzip bodies (cut to the compressed
         # length) and let a small gzip bomb stall the event loop before any check ran.
@@ -129,8 +152,9 @@ async def start(
         # reading a body raises it to the body's length, so uploads go as fast.
         read_bufsize=READ_BUFSIZE,
     )
-    await runner.setup()
+    runner = ProxyRunner(app, server, shutdown_timeout=1.0)
     try:
+        await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port).start()
     except BaseException:
         await runner.cleanup()

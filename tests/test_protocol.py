@@ -1,4 +1,4 @@
-"""The request-head bound of proxy/protocol.py, read by read: a head is counted until it ends and
+"""The request-head bound of proxy/_aiohttp.py, read by read: a head is counted until it ends and
 refused once it is over max_head_size, before the parser takes the bytes that cross the bound;
 bodies are never counted as heads. And the canary for the aiohttp internals it relies on."""
 
@@ -16,8 +16,8 @@ from aiohttp import web, web_protocol
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
-from proxy import protocol as protocol_module
-from proxy.protocol import JsonErrorRequestHandler, JsonErrorServer
+from proxy import _aiohttp as protocol_module
+from proxy._aiohttp import JsonErrorRequestHandler, JsonErrorServer
 
 LIMIT = 1024
 GET = b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -92,8 +92,8 @@ async def connection(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Connectio
 
     monkeypatch.setattr(protocol_module, "_parse", spy)
     server = JsonErrorServer(echo)
-    server.max_connections = 10  # type: ignore[attr-defined]
-    server.max_head_size = LIMIT  # type: ignore[attr-defined]
+    server.max_connections = 10
+    server.max_head_size = LIMIT
     protocol = server()
     assert isinstance(protocol, JsonErrorRequestHandler)
     transport = Transport()
@@ -196,25 +196,12 @@ async def test_a_bad_chunk_in_the_read_of_its_head_gets_one_400(connection: Conn
     assert connection.statuses() == [400]
 
 
-# --- the aiohttp internals the head bound relies on (proxy/protocol.py) --------------------------
-
-
-def test_aiohttp_internals_the_head_bound_relies_on() -> None:
-    """If this fails, aiohttp changed what proxy/protocol.py counts heads with: adapt it."""
-    slots = {
-        name
-        for cls in web_protocol.RequestHandler.__mro__
-        for name in getattr(cls, "__slots__", ())
-    }
-    for name in ("_messages", "_waiter"):
-        assert name in slots, f"aiohttp renamed RequestHandler.{name} (proxy/protocol.py uses it)"
-    assert hasattr(web_protocol, "_ErrInfo"), "aiohttp removed web_protocol._ErrInfo"
-    refused = web_protocol._ErrInfo(status=431, exc=ValueError("x"), message="x")
-    assert (refused.status, refused.message) == (431, "x")
+# --- how aiohttp queues what it parsed, which the head bound reads (tests/test_aiohttp_fence.py
+# checks the names) -------------------------------------------------------------------------
 
 
 async def test_aiohttp_queues_each_parsed_request_with_its_payload() -> None:
-    """What proxy/protocol.py reads right after feeding a head: the request at the end of
+    """What proxy/_aiohttp.py reads right after feeding a head: the request at the end of
     `_messages`, with EMPTY_PAYLOAD when no body follows, else its StreamReader."""
     server = JsonErrorServer(echo)
     protocol = server()

@@ -23,8 +23,8 @@ import pytest
 from aiohttp import ClientTimeout
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy._aiohttp import JsonErrorRequestHandler
 from proxy.headers import request_header_lines
-from proxy.protocol import JsonErrorRequestHandler
 from tests.conftest import raw_response, route, running_proxy
 
 Answer = Callable[[asyncio.StreamWriter, int], Awaitable[None]]

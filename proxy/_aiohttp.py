@@ -1,23 +1,29 @@
-"""aiohttp's connection handling, with the proxy's one JSON error shape for requests that its
-HTTP parser refuses (malformed request lines, headers, bodies) instead of a plain-text page,
-one access line for each, and a bound on the bytes of a request head.
+"""The fence: the one module that uses aiohttp's private names, each listed in PRIVATE below.
 
-The head bound needs private names of aiohttp's, all used in this module only and each guarded
-by tests/test_protocol.py (which fails naming the one aiohttp changed): RequestHandler's
-`_messages` (the queue of parsed requests: where a head just parsed says whether a body
-follows) and `_waiter` (wakes the handler for a refusal queued there); web_protocol's
-`_ErrInfo` (the queued form of a refused request, which aiohttp answers through handle_error,
-in turn); and RawRequestMessage's `_replace` (a named tuple's, which aiohttp's C parser's
-message mirrors), to close the connection after a chunked request.
+Every one the proxy relies on is used here and nowhere else. tests/test_aiohttp_fence.py checks
+every one against the installed aiohttp and fails naming the name, the aiohttp version and what
+broke. pyproject.toml takes a new aiohttp minor version only after that canary passes on it.
+
+What stays private, and why the documented API does not do:
+- The server runs on aiohttp's documented low-level server, `web.Server(handler)` and
+  `web.ServerRunner` (proxy/server.py): no router, no middleware, no Application per request;
+  it costs nothing measurable against AppRunner (the handler is the same call either way).
+  But its connections are aiohttp's `RequestHandler` (web_protocol, undocumented), which answers
+  what its parser refuses in plain text, has no hook to refuse a connection beyond
+  max_connections, and bounds a head's lines but not the head: the proxy subclasses it
+  (JsonErrorRequestHandler), and web.Server's protocol factory builds the subclass
+  (JsonErrorServer.__call__, from Server's `_loop` and `_kwargs`).
+- Answers the proxy writes to the socket itself (proxy/downstream.py) are returned to aiohttp as
+  a `Written` response, whose private `_eof_sent` makes prepare() and write_eof() return at once
+  and whose `_keep_alive` says whether the connection goes on: there is no public way to tell
+  aiohttp "answered already".
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import re
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, cast
-from urllib.parse import quote
 
 from aiohttp import hdrs, web
 from aiohttp.http_parser import RawRequestMessage
@@ -25,71 +31,72 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
 
-from proxy.app import dispatcher
-from proxy.errors import ERROR_HEADER, BadRequest, HeadTooLarge, ProxyError, TooManyConnections
+from proxy.errors import HeadTooLarge, ProxyError, TooManyConnections
 from proxy.exchange import Exchange
 from proxy.logs import log_access
+from proxy.refusals import refused_head, refused_request
 
-# aiohttp's C parser (llhttp) shows the line it refused as a bytes repr on a line of its own:
-# "Invalid char in url query:\n\n  b'GET /search?q=caf\\xc3\\xa9 HTTP/1.1'\n   ^".
-_REFUSED_LINE: Final = re.compile(r"^\s*(b'.*'|b\".*\")$", re.MULTILINE)
-# Where a parser's reason goes on to show the client's bytes (which may hold a header's value).
-_SHOWN_BYTES: Final = re.compile(r":?\s*(?:bytearray\()?b['\"]|:?\n")
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+# Each private name, where it lives, what the proxy needs of it, and the parameters it is called
+# with (None: an attribute). tests/test_aiohttp_fence.py checks every entry.
+PRIVATE: Final[tuple[tuple[str, str, str, tuple[str, ...] | None], ...]] = (
+    ("web.StreamResponse", "_eof_sent", "Written: prepare() and write_eof() do nothing", None),
+    ("web.StreamResponse", "_keep_alive", "Written: whether the connection goes on", None),
+    ("web_protocol.RequestHandler", "_manager", "the Server of a connection (its cap)", None),
+    ("web_protocol.RequestHandler", "_messages", "the queue of parsed requests", None),
+    ("web_protocol.RequestHandler", "_waiter", "wakes the handler for a queued refusal", None),
+    (
+        "web_protocol.RequestHandler",
+        "__init__",
+        "JsonErrorServer builds the proxy's connections",
+        ("self", "manager", "loop"),
+    ),
+    (
+        "web_protocol.RequestHandler",
+        "data_received",
+        "aiohttp's own read (parse, queue, feed), called by the head bound",
+        ("self", "data"),
+    ),
+    (
+        "web_protocol.RequestHandler",
+        "handle_error",
+        "the answer to a request the parser refused",
+        ("self", "request", "status", "exc", "message"),
+    ),
+    (
+        "web_protocol",
+        "_ErrInfo",
+        "the queued form of a refused request",
+        ("status", "exc", "message"),
+    ),
+    ("web_server.Server", "_loop", "JsonErrorServer builds connections with its loop", None),
+    ("web_server.Server", "_kwargs", "and with the arguments web.Server was given", None),
+    (
+        "http_parser.RawRequestMessage",
+        "_replace",
+        "should_close=True after a chunked request",
+        None,
+    ),
+    ("http_writer.StreamWriter", "output_size", "an answer has begun: no error after", None),
+)
 HEAD_END: Final = b"\r\n\r\n"
 # How much of a refused head's beginning is kept for its access line (method and path).
 HEAD_START_KEPT: Final = 2048
 # _head once nothing more is read from the connection: a head refused, or a body of unknown
 # length ended (no request follows a chunked one: its answer closes the connection).
 DONE: Final = -1
-CURL_HINT: Final = (
-    "with curl, let it encode the query: curl -G localhost:8080/search --data-urlencode "
-    "'q=café' (it writes a space as '+', which the function gets as a literal '+': write a "
-    "space as %20)"
-)
 
 
-def request_line(reason: str) -> tuple[str, bytes] | None:
-    """(method, target) of the request line a parser error shows, if it shows one."""
-    shown = _REFUSED_LINE.search(reason)
-    if shown is None:
-        return None
-    try:
-        line = ast.literal_eval(shown[1])  # only ever a bytes literal: safe
-    except (ValueError, SyntaxError):
-        return None
-    parts = line.split(b" ") if isinstance(line, bytes) else []
-    if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
-        return None
-    return printable(parts[0][:20]), parts[1]
+Handler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
 
 
-def printable(target: bytes) -> str:
-    """A refused request-target as text for a log line or a message: UTF-8, control
-    characters escaped (the parser refused it, so it may hold anything but CR LF)."""
-    text = target.decode("utf-8", "replace")
-    return _CONTROL.sub(lambda char: f"\\x{ord(char[0]):02x}", text)
+class Written(web.StreamResponse):
+    """An answer the proxy has already written to the client's socket: aiohttp has nothing left
+    to send, only to learn whether the connection stays open."""
 
-
-def short_reason(reason: str) -> str:
-    """A parser's reason without the bytes it quotes: "Invalid char in url query"."""
-    return " ".join(_SHOWN_BYTES.split(reason, maxsplit=1)[0].split())[:200]
-
-
-def non_ascii_target(target: bytes) -> BadRequest | None:
-    """The proxy's answer to a request-target with raw non-ASCII bytes (RFC 9112 allows only
-    ASCII), which curl sends for a query typed as `?q=café`."""
-    if target.isascii():
-        return None
-    where = "query" if target.partition(b"?")[0].isascii() else "path"
-    text = printable(target)
-    first = next(char for char in text if not char.isascii())
-    example = f" ({first} is {quote(first)})" if first != "\ufffd" else ""
-    message = (
-        f"the request target {text[:200]!r} has non-ASCII characters in its {where}; HTTP "
-        f"allows only ASCII there: percent-encode them as UTF-8{example}"
-    )
-    return BadRequest(f"{message}; {CURL_HINT}" if where == "query" else message)
+    def __init__(self, status: int, keep_alive: bool) -> None:
+        super().__init__(status=status)
+        self._keep_alive = keep_alive
+        self._eof_sent = True  # prepare() and write_eof() return at once
 
 
 # aiohttp's own handling of a read: parse it, queue what it completes, feed bodies.
@@ -130,7 +137,9 @@ class JsonErrorRequestHandler(RequestHandler):
                 f"the proxy is serving its maximum of {cap} connections; retry shortly, or "
                 "raise max_connections"
             )
-            cast(asyncio.Transport, transport).write(error.answer())
+            from proxy import downstream  # here: downstream imports this module
+
+            downstream.turn_away(cast(asyncio.Transport, transport), error)
             self.force_close()
             transport.close()
 
@@ -254,80 +263,40 @@ class JsonErrorRequestHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
+        from proxy import downstream  # here: downstream imports this module
+
         if status >= 500:
             # aiohttp logs the failure, a traceback (MalformedRequestFilter makes a parser's one
             # line), and raises if a response has already begun.
             super().handle_error(request, status, exc, message)
             failed = ProxyError("the proxy failed while reading the request; see its log")
-            return _json_error(status, failed)
+            return downstream.refuse(request, failed, Exchange("-", "-"), status)
         # The parser refused the client's bytes: not the proxy's failure, so no traceback, and
         # one access line like any other request's.
         if request.writer.output_size > 0:  # as aiohttp: too late for another response
             raise ConnectionError("a response has begun: no error response can follow")
         if isinstance(exc, OversizedHead):
-            return _refused_head(exc, self._head_limit)
-        reason = str(message or getattr(exc, "message", "") or exc)
-        method, target = request_line(reason) or ("-", b"-")
-        folded = " ".join(reason.split())
-        error = non_ascii_target(target) or BadRequest(f"malformed HTTP request: {folded[:300]}")
-        response = _json_error(status, error)
-        exchange = Exchange(method, printable(target[:2048]), status=status)
-        exchange.outcome = error.code
-        exchange.detail = short_reason(reason)
-        exchange.bytes_sent = response.content_length or 0
+            error: ProxyError = exc.error
+            exchange = refused_head(exc.error, exc.start, self._head_limit)
+        else:
+            reason = str(message or getattr(exc, "message", "") or exc)
+            error, exchange = refused_request(status, reason)
+        answer = downstream.refuse(request, error, exchange, exchange.status)
         log_access(exchange, 0.0)
-        return response
-
-
-def _refused_head(refused: OversizedHead, limit: int) -> web.Response:
-    """The 431, and its access line: the method and path the head began with, if it got that
-    far."""
-    error = refused.error
-    response = _json_error(error.status, error)
-    line = refused.start.partition(b"\r\n")[0].lstrip(b"\r\n").split(b" ")
-    method, target = (printable(line[0][:20]), line[1]) if len(line) > 2 else ("-", b"-")
-    exchange = Exchange(method, printable(target.partition(b"?")[0][:2048]), status=error.status)
-    exchange.outcome = error.code
-    exchange.detail = f"head over max_head_size ({limit} bytes)"
-    exchange.bytes_sent = response.content_length or 0
-    log_access(exchange, 0.0)
-    return response
-
-
-def _json_error(status: int, error: ProxyError) -> web.Response:
-    response = web.Response(
-        status=status,
-        body=error.body(),
-        content_type="application/json",
-        headers={ERROR_HEADER: error.code},
-    )
-    response.force_close()
-    return response
+        return answer
 
 
 class JsonErrorServer(web.Server):
-    def __call__(self) -> RequestHandler:
-        return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
-
-
-class ProxyRunner(web.AppRunner):
-    """An AppRunner whose connections answer parser failures with the proxy's JSON, refuse
-    heads over `max_head_size` with a 431, that refuses connections beyond `max_connections`
-    with a 503, and whose requests all go to the proxy's one handler."""
+    """aiohttp's low-level server, whose connections are JsonErrorRequestHandler: refused
+    requests answered with the proxy's JSON, heads over `max_head_size` with a 431, connections
+    beyond `max_connections` with a 503."""
 
     def __init__(
-        self, app: web.Application, *, max_connections: int, max_head_size: int, **kwargs: Any
+        self, handler: Handler, *, max_connections: int = 0, max_head_size: int = 0, **kwargs: Any
     ) -> None:
-        super().__init__(app, **kwargs)
-        self.max_connections = max_connections
+        super().__init__(handler, **kwargs)
+        self.max_connections = max_connections or None
         self.max_head_size = max_head_size
 
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()  # runs the app's start-up
-        # Same state, one method different: a subclass that adds no attributes.
-        server.__class__ = JsonErrorServer
-        server.max_connections = self.max_connections  # type: ignore[attr-defined]
-        server.max_head_size = self.max_head_size  # type: ignore[attr-defined]
-        # Straight to the proxy's handler: no router or middleware chain to go through.
-        server.request_handler = dispatcher(self.app)
-        return server
+    def __call__(self) -> RequestHandler:
+        return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
