@@ -25,13 +25,13 @@ from typing import Final
 
 from aiohttp import web
 
-from proxy._aiohttp import Written
+from proxy._aiohttp import Written, written
 from proxy.cors import CorsPolicy
 from proxy.errors import ERROR_HEADER, ProxyError
 from proxy.exchange import Exchange
 from proxy.headers import kept_names, response_header_lines
 from proxy.upstream import Head, Malformed, Wire
-from proxy.wire import LAST_CHUNK, NO_BODY_STATUSES, Version, chunk, connection_line, status_line
+from proxy.wire import LAST_CHUNK, NO_BODY_STATUSES, Version, connection_line, status_line
 
 HTTP_11: Final = (1, 1)
 NO_CORS: Final = CorsPolicy(())  # for refusals made before any configuration is looked at
@@ -75,12 +75,14 @@ def _version(request: web.BaseRequest) -> Version:
     return (version.major, version.minor) if version.major == 1 else HTTP_11
 
 
-def _send(request: web.BaseRequest, data: bytes, exchange: Exchange) -> bool:
+def _send(request: web.BaseRequest, parts: list[bytes], exchange: Exchange) -> bool:
+    """Write `parts` in one system call, without joining them (uvloop's writelines: writev);
+    False if the client has gone."""
     transport = request.transport
     if transport is None or transport.is_closing():
         exchange.outcome = "client_disconnected"
         return False
-    transport.write(data)
+    transport.writelines(parts)
     return True
 
 
@@ -108,10 +110,10 @@ def whole(
     if not head.has_date:
         parts.append(date_line())
     parts += (connection_line(version, keep_alive), b"\r\n", body)
-    if not _send(request, b"".join(parts), exchange):
-        return Written(head.status, keep_alive=False)
+    if not _send(request, parts, exchange):
+        return written(head.status, False)
     exchange.bytes_sent = len(body)
-    return Written(head.status, keep_alive)
+    return written(head.status, keep_alive)
 
 
 async def stream(
@@ -143,38 +145,37 @@ async def stream(
         b"\r\n",
     ]
     try:
-        data = wire.read_nowait()
+        data = wire.take()
     except (ConnectionError, OSError, Malformed) as error:
         return abort(request, exchange, error)
     if first_part is not None:
-        first_part(data)
+        first_part(b"".join(data))
     writer, protocol = request.writer, request.protocol
     while True:
         if data:
-            exchange.bytes_sent += len(data)
-            parts.append(chunk(data) if chunked else data)
+            size = sum(map(len, data))
+            exchange.bytes_sent += size
+            if chunked:  # the parts that came together go as one chunk
+                parts += (b"%x\r\n" % size, *data, b"\r\n")
+            else:
+                parts += data
         if wire.done:  # and all of it read: the end goes with the last part
             if chunked:
                 parts.append(LAST_CHUNK)
-            sent = _send_all(request, parts, exchange)
-            return Written(head.status, keep_alive and sent)
-        if parts and not _send_all(request, parts, exchange):
-            return Written(head.status, keep_alive=False)
+            return written(head.status, keep_alive and _send(request, parts, exchange))
+        if parts and not _send(request, parts, exchange):
+            return written(head.status, False)
         parts = []
         if protocol.writing_paused:  # the client's socket is full: wait, reading nothing
             try:
                 await writer.drain()
             except ConnectionError:
                 exchange.outcome = "client_disconnected"
-                return Written(head.status, keep_alive=False)
+                return written(head.status, False)
         try:
-            data = await wire.read()
+            data = await wire.more()
         except (ConnectionError, OSError, Malformed) as error:
             return abort(request, exchange, error)
-
-
-def _send_all(request: web.BaseRequest, parts: list[bytes], exchange: Exchange) -> bool:
-    return _send(request, b"".join(parts), exchange)
 
 
 def abort(request: web.BaseRequest, exchange: Exchange, error: BaseException | str) -> Written:
@@ -183,7 +184,7 @@ def abort(request: web.BaseRequest, exchange: Exchange, error: BaseException | s
     exchange.outcome = f"upstream_failed_mid_body: {why}"
     if request.transport is not None:
         request.transport.abort()
-    return Written(exchange.status, keep_alive=False)
+    return written(exchange.status, False)
 
 
 def own(
@@ -202,21 +203,19 @@ def own(
     if cors.enabled and not cors.is_preflight(request):
         lines += cors.grant(request, _names(lines))
     length = b"" if status in NO_BODY_STATUSES else b"Content-Length: %d\r\n" % len(body)
-    answer = b"".join(
-        (
-            status_line(version, status),
-            lines,
-            length,
-            date_line(),
-            connection_line(version, keep_alive),
-            b"\r\n",
-            b"" if request.method == "HEAD" else body,
-        )
-    )
+    answer = [
+        status_line(version, status),
+        lines,
+        length,
+        date_line(),
+        connection_line(version, keep_alive),
+        b"\r\n",
+        b"" if request.method == "HEAD" else body,
+    ]
     exchange.status = status
     if _send(request, answer, exchange):
         exchange.bytes_sent = len(body)
-    return Written(status, keep_alive)
+    return written(status, keep_alive)
 
 
 def _names(lines: bytes) -> list[str]:

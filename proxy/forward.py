@@ -127,7 +127,7 @@ async def _send(
         if trace is not None:
             trace.signed(upstream_path, query, payload_hash, credentials, timestamp)
         try:
-            wire = await client.connect(upstream)
+            wire = client.pooled(upstream) or await client.connect(upstream)
         except ConnectFailed as error:
             if attempt == attempts or error.tls:
                 raise _unreachable(upstream, error) from None

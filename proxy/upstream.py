@@ -7,20 +7,19 @@ more than the rest of the proxy together (request and response objects, its pool
 its parser's StreamReader: bench/README.md); the proxy needs a socket, a parser and a pool.
 
     client = UpstreamClient(ca_bundle)
-    wire = await client.connect(upstream)     # pooled, else new: ConnectFailed, no byte sent
+    wire = client.pooled(upstream) or await client.connect(upstream)  # ConnectFailed: none sent
     wire.send(head, body, skip_body=method == "HEAD")
     head = await wire.head()                  # 1xx skipped; UpstreamBroken, Malformed
-    chunk = wire.read_nowait() / await wire.read()   # b"" at the end; bounded buffer
+    parts = wire.take() / await wire.more()  # [] at the end; a bounded buffer
     client.release(wire)                      # back to the pool if the answer allows it
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -74,7 +73,11 @@ class Head:
     has_date: bool = False
     request_id: str | None = None
     error_type: str | None = None
-    names: list[str] = field(default_factory=list)  # decoded, for CORS's exposed headers
+
+    @property
+    def names(self) -> list[str]:
+        """The header names, decoded: for CORS's exposed headers, when an answer needs them."""
+        return [_text(name) for name, _ in self.raw]
 
 
 # Headers the proxy reads as they go by (lower-case names), and what it notes of each.
@@ -101,14 +104,14 @@ class Wire(asyncio.Protocol):
     stops reading, so a slow client slows the upstream down rather than filling memory."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[None] | None = None
         self._raw: list[tuple[bytes, bytes]] = []
         self._reason = b""
         self._head: Head | None = None
-        self._chunks: collections.deque[bytes] = collections.deque()
+        self._chunks: list[bytes] = []
         self._buffered = 0
         self._paused = False
         self._skip_body = False  # HEAD and CONNECT: llhttp cannot be told the method
@@ -189,9 +192,7 @@ class Wire(asyncio.Protocol):
             raise Malformed(CONTROL_CHARACTER)
         head = Head(status, reason, self._raw)
         chunked = False
-        names = head.names
         for name, value in self._raw:
-            names.append(_text(name))
             noted = _NOTED.get(name.lower())
             if noted is None:
                 continue
@@ -255,30 +256,35 @@ class Wire(asyncio.Protocol):
             await self._wait()
         return self._head
 
-    def read_nowait(self) -> bytes:
-        """All of the body that has arrived; raises if the answer broke."""
-        chunks = self._chunks
-        if not chunks:
+    def take(self) -> list[bytes]:
+        """The parts of the body that have arrived (none yet: []), handed over without a copy;
+        raises if the answer broke."""
+        parts = self._chunks
+        if not parts:
             if self.error is not None:
                 raise self.error
-            return b""
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
+            return parts
+        self._chunks = []
         self._buffered = 0
         if self._paused and self.transport is not None and not self.closed:
             self._paused = False
             self.transport.resume_reading()
-        return data
+        return parts
 
-    async def read(self) -> bytes:
-        """The next part of the body, b"" at its end; raises if the answer broke."""
+    def read_nowait(self) -> bytes:
+        """All of the body that has arrived, as one piece (a whole answer's)."""
+        parts = self.take()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def more(self) -> list[bytes]:
+        """The next parts of the body, [] at its end; raises if the answer broke."""
         while True:
             if self._chunks:
-                return self.read_nowait()
+                return self.take()
             if self.error is not None:
                 raise self.error
             if self.done:
-                return b""
+                return []
             await self._wait()
 
     def close(self) -> None:
@@ -341,7 +347,7 @@ class Wire(asyncio.Protocol):
                 waiter.set_result(None)
 
     async def _wait(self) -> None:
-        waiter = self._loop.create_future()
+        waiter = self.loop.create_future()
         self._waiter = waiter
         try:
             await waiter
@@ -361,19 +367,19 @@ class UpstreamClient:
         # asks for a restart), and at info level no request computes anything for debug lines.
         self.debug = logging.getLogger("proxy.trace").isEnabledFor(logging.DEBUG)
 
-    async def connect(self, upstream: Upstream) -> Wire:
-        """A kept-alive connection to `upstream`'s origin, else a new one."""
+    def pooled(self, upstream: Upstream) -> Wire | None:
+        """A kept-alive connection to `upstream`'s origin, if one is idle (no await: the common
+        case costs no coroutine)."""
         idle = self._idle.get(upstream.origin)
         if idle:
-            loop = asyncio.get_running_loop()
-            expired = loop.time() - KEEPALIVE
+            expired = idle[-1].loop.time() - KEEPALIVE
             while idle:
                 wire = idle.pop()  # the most recently used: the least likely to be stale
                 wire.pool = None
                 if not wire.closed and wire.idle_since > expired:
                     return wire
                 wire.close()
-        return await self._open(upstream)
+        return None
 
     def release(self, wire: Wire) -> None:
         """The answer is all read: the connection waits for the next request, unless it may
@@ -381,7 +387,8 @@ class UpstreamClient:
         if not wire.reusable or wire.closed:
             wire.close()
             return
-        loop = asyncio.get_running_loop()
+        # The wire's loop: asyncio.get_running_loop() makes a getpid() system call on 3.11.
+        loop = wire.loop
         wire.idle_since = loop.time()
         idle = self._idle.get(wire.origin) if wire.origin is not None else None
         if idle is None:
@@ -414,7 +421,8 @@ class UpstreamClient:
         if left:
             self._sweeper = loop.call_later(KEEPALIVE / 2, self._sweep)
 
-    async def _open(self, upstream: Upstream) -> Wire:
+    async def connect(self, upstream: Upstream) -> Wire:
+        """A new connection to `upstream`'s origin: ConnectFailed if it cannot be made."""
         loop = asyncio.get_running_loop()
         scheme, host, port, proxy = upstream.origin
         tls = scheme == "https"

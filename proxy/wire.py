@@ -76,8 +76,3 @@ def connection_line(version: Version, keep_alive: bool) -> bytes:
     if version >= (1, 1):
         return b"" if keep_alive else b"Connection: close\r\n"
     return b"Connection: keep-alive\r\n" if keep_alive else b""
-
-
-def chunk(data: bytes) -> bytes:
-    """`data` as one chunk of a chunked body (RFC 9112 7.1)."""
-    return b"%x\r\n%s\r\n" % (len(data), data)

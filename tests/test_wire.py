@@ -20,7 +20,7 @@ from proxy.routing import Upstream
 from proxy.settings import Route
 from proxy.signing import EMPTY_SHA256, Credentials
 from proxy.target import split_target
-from proxy.wire import chunk, connection_line, request_head, status_line
+from proxy.wire import connection_line, request_head, status_line
 from tests.fake_function_url import crt_signature
 from tests.test_signing import segment
 
@@ -161,7 +161,6 @@ def test_answer_pieces() -> None:
     assert connection_line((1, 1), False) == b"Connection: close\r\n"
     assert connection_line((1, 0), True) == b"Connection: keep-alive\r\n"
     assert connection_line((1, 0), False) == b""
-    assert chunk(b"hello world!") == b"c\r\nhello world!\r\n"
 
 
 @settings(max_examples=100, deadline=None)
