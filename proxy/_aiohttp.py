@@ -6,8 +6,9 @@ broke. pyproject.toml takes a new aiohttp minor version only after that canary p
 
 What stays private, and why the documented API does not do:
 - The server runs on aiohttp's documented low-level server, `web.Server(handler)` and
-  `web.ServerRunner` (proxy/server.py): no router, no middleware, no Application per request;
-  it costs nothing measurable against AppRunner (the handler is the same call either way).
+  `web.ServerRunner` (proxy/server.py): no router, no middleware. Per request it is the very
+  path the AppRunner override ran (that server's request_handler was the proxy's handler too),
+  so it costs nothing; it removed `_make_server` and the `server.__class__` swap.
   But its connections are aiohttp's `RequestHandler` (web_protocol, undocumented), which answers
   what its parser refuses in plain text, has no hook to refuse a connection beyond
   max_connections, and bounds a head's lines but not the head: the proxy subclasses it

@@ -17,7 +17,9 @@ connection stays open.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json as jsonlib
+import sys
 import time
 from collections.abc import Callable
 from email.utils import formatdate
@@ -76,14 +78,27 @@ def _version(request: web.BaseRequest) -> Version:
 
 
 def _send(request: web.BaseRequest, parts: list[bytes], exchange: Exchange) -> bool:
-    """Write `parts` in one system call, without joining them (uvloop's writelines: writev);
-    False if the client has gone."""
+    """Write `parts` in one system call, without joining them where writelines is safe (uvloop's
+    is a writev); False if the client has gone."""
     transport = request.transport
     if transport is None or transport.is_closing():
         exchange.outcome = "client_disconnected"
         return False
-    transport.writelines(parts)
+    if _writev(type(transport).__module__):
+        transport.writelines(parts)
+    else:
+        transport.write(b"".join(parts))
     return True
+
+
+@functools.cache
+def _writev(module: str) -> bool:
+    """May writelines of a transport from `module` be given an answer's parts? asyncio's own
+    transports before Python 3.12.9 / 3.13.2 never pause their protocol in writelines
+    (CVE-2024-12254), so a slow client would never apply back-pressure: they get one joined
+    write. uvloop's transports pause as they should (the proxy runs on uvloop)."""
+    fixed = sys.version_info >= (3, 13, 2) or (3, 12, 9) <= sys.version_info < (3, 13)
+    return fixed or module.startswith("uvloop")
 
 
 def _cors(request: web.BaseRequest, cors: CorsPolicy, head: Head) -> bytes:

@@ -33,7 +33,7 @@ from proxy.routing import HttpProxy, Origin, Upstream
 KEEPALIVE: Final = 30.0
 # Reading from the upstream pauses while this much of an answer's body waits for the client,
 # and resumes once the client has taken it: a slow client holds about this much per request.
-HIGH_WATER: Final = 1 << 18
+HIGH_WATER: Final = 1 << 16
 # Above this, a body is written after the head rather than joined to it (no copy).
 COPY_LIMIT: Final = 1 << 14
 # What the head of an answer cannot hold: a control character would reach the client's terminal

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from proxy.aws_config import Resolved
@@ -70,3 +72,35 @@ def test_host_header_keeps_an_explicit_port() -> None:
         upstream("/a", "http://127.0.0.1:9000", region="us-east-1").host_header == "127.0.0.1:9000"
     )
     assert upstream("/a").host_header == "abc.lambda-url.us-east-1.on.aws"
+
+
+# --- the proxy the environment names, read once per route ---------------------------------------
+
+
+def test_https_proxy_with_its_credentials_and_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://alice:s3cret@10.0.0.1:3128")
+    through = upstream("/fn").proxy
+    assert through is not None and (through.host, through.port) == ("10.0.0.1", 3128)
+    assert through.authorization == "Basic YWxpY2U6czNjcmV0"
+    assert upstream("/fn", "http://127.0.0.1:9000").proxy is None  # HTTP_PROXY is not set
+    monkeypatch.setenv("NO_PROXY", ".on.aws")
+    assert upstream("/fn").proxy is None
+
+
+def test_a_proxy_without_credentials_takes_them_from_netrc(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine proxy.corp login bob password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HTTPS_PROXY", "proxy.corp:8080")  # no scheme: http
+    through = upstream("/fn").proxy
+    assert through is not None and str(through) == "http://proxy.corp:8080"
+    assert through.authorization == "Basic Ym9iOmh1bnRlcjI="
+
+
+def test_a_tls_proxy_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TLS connection to the proxy itself is not supported (nor was it with aiohttp)."""
+    monkeypatch.setenv("HTTPS_PROXY", "https://10.0.0.1:3128")
+    assert upstream("/fn").proxy is None

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -491,3 +492,13 @@ async def test_after_a_timeout_the_client_connection_serves_the_next_request(
         async with proxy.client.get(proxy.url + "/fn/next") as response:
             assert response.status == 200
             assert await response.read() == b"ok"
+
+
+def test_parts_are_written_unjoined_only_where_a_slow_client_still_pauses_the_writer() -> None:
+    """uvloop's writelines pauses the protocol when its buffer fills; asyncio's did not before
+    Python 3.12.9 (CVE-2024-12254): there, a stream's parts are joined into one write."""
+    from proxy.downstream import _writev
+
+    assert _writev("uvloop.loop")
+    fixed = sys.version_info >= (3, 13, 2) or (3, 12, 9) <= sys.version_info < (3, 13)
+    assert _writev("asyncio.selector_events") is fixed
