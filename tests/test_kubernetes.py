@@ -139,7 +139,7 @@ def test_every_proxy_variable_is_a_setting() -> None:
 
 def test_the_configmap_loads_and_every_route_compiles(settings: Settings) -> None:
     assert settings.host == "127.0.0.1", "only the pod's own containers reach it"
-    assert settings.routes and all(r.url.startswith("https://") for r in settings.routes)
+    assert settings.routes and all((r.url or "").startswith("https://") for r in settings.routes)
     create_app(settings)  # every route compiles: the region comes from the Function URL's host
     env = [variable["name"] for variable in manifests("base").proxy["env"]]
     assert env_name("host") in env, "`env`, not the ConfigMap: an edit there cannot widen it"
