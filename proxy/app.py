@@ -158,7 +158,9 @@ def routes(state: ProxyState) -> tuple[int, object]:
             "timeout": upstream.timeout,
             "identity": upstream.identity.name,
         }
-        for upstream in state.router.upstreams
+        if isinstance(upstream, Upstream)
+        else upstream.status()  # a route naming a function: its lookup too
+        for upstream in state.router.routes
     ]
     return 200, {"routes": table}
 
@@ -345,8 +347,12 @@ async def _credentials(app: web.Application) -> AsyncIterator[None]:
     live.start_refreshing()
     identities = live.state.identities.values()
     # Resolve before listening, so the first requests need not wait; a slow source (instance
-    # metadata far away) does not hold start-up hostage: requests wait for it instead.
-    first = asyncio.gather(*(identity.wait_first_attempt() for identity in identities))
+    # metadata far away) does not hold start-up hostage: requests wait for it instead. The
+    # functions' URLs are looked up in the same wait, each once its identity has keys.
+    first = asyncio.gather(
+        *(identity.wait_first_attempt() for identity in identities),
+        *(function.wait_first_attempt() for function in live.state.functions),
+    )
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(first, FIRST_RESOLUTION_WAIT)
     yield

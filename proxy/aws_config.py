@@ -19,7 +19,13 @@ import botocore.exceptions
 import botocore.session
 from yarl import URL
 
-from proxy.settings import ConfigError, Route, Settings, region_from_url
+from proxy.settings import (
+    ConfigError,
+    Route,
+    Settings,
+    region_from_function,
+    region_from_url,
+)
 
 # The order botocore reads them in: the legacy AWS_DEFAULT_PROFILE wins when both are set.
 PROFILE_VARIABLES: Final = ("AWS_DEFAULT_PROFILE", "AWS_PROFILE")
@@ -144,10 +150,11 @@ class RouteAws:
 
 def resolve_route(route: Route, settings: Settings, aws: AwsConfig) -> RouteAws:
     """The one rule, as the AWS CLI v2 has it (README, "Region and profile"). Region: the
-    route's `region` > the region in its URL's host > `--region` > AWS_REGION >
-    AWS_DEFAULT_REGION > the region of the profile the route signs with. Profile: the route's
-    `profile` > `--profile` > AWS_PROFILE > `default`. ConfigError if either cannot be had
-    (its message does not name the route: the caller groups routes with the same problem)."""
+    route's `region` > the region in its URL's host or its function's ARN > `--region` >
+    AWS_REGION > AWS_DEFAULT_REGION > the region of the profile the route signs with. Profile:
+    the route's `profile` > `--profile` > AWS_PROFILE > `default`. ConfigError if either
+    cannot be had (its message does not name the route: the caller groups routes with the same
+    problem)."""
     if route.names_identity:
         profile = aws.profile(route.profile, f"route {route.prefix}")
     else:
@@ -164,8 +171,9 @@ def resolve_route(route: Route, settings: Settings, aws: AwsConfig) -> RouteAws:
         )
     region = _route_region(route, settings) or aws.region(profile)
     if region is None:
+        named = f"url {route.url!r}" if route.url is not None else f"function {route.function!r}"
         raise ConfigError(
-            f"url {route.url!r} does not reveal its region and none is "
+            f"{named} does not reveal its region and none is "
             f"configured: set region on the route, pass --region, set AWS_REGION, or set "
             f"region in {profile.describe()} (`aws configure set region us-east-1 --profile "
             f"{profile.name}`)"
@@ -174,10 +182,14 @@ def resolve_route(route: Route, settings: Settings, aws: AwsConfig) -> RouteAws:
 
 
 def _route_region(route: Route, settings: Settings) -> Resolved | None:
+    """Column 2 of the rule is where the route's target names a region: a Function URL's host,
+    or a function's ARN."""
     if route.region:
         return Resolved(route.region, f"route {route.prefix}")
-    if from_host := region_from_url(URL(route.url)):
+    if route.url is not None and (from_host := region_from_url(URL(route.url))):
         return Resolved(from_host, "the URL's host")
+    if route.function is not None and (from_arn := region_from_function(route.function)):
+        return Resolved(from_arn, "the function's ARN")
     if settings.region:
         return Resolved(settings.region, settings.origin("region"))
     return None

@@ -77,10 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                 dest="routes",
                 action="append",
                 type=_route_flag,
-                metavar="PREFIX=URL[,OPTION=VALUE...]",
+                metavar="PREFIX=URL|function:NAME[,OPTION=VALUE...]",
                 help=f"{field.description}; OPTIONs are route settings: "
-                f"{', '.join(route_options())} (e.g. profile=dev,timeout=30) [env: {env} as "
-                f"JSON, e.g. '{ROUTES_EXAMPLE}']",
+                f"{', '.join(route_options())} (e.g. profile=dev,timeout=30; qualifier=prod) "
+                f"[env: {env} as JSON, e.g. '{ROUTES_EXAMPLE}']",
             )
             continue
         if get_origin(field.annotation) is list:

@@ -111,6 +111,14 @@ class IdentitySpec:
         return self.role_arn.split(":")[4] if self.role_arn else None
 
 
+def botocore_session(spec: IdentitySpec) -> botocore.session.Session:
+    """A botocore session reading the AWS config as this identity does: its profile, or, when
+    only the keys in the environment may sign, deaf to AWS_PROFILE (the keys come first)."""
+    if spec.environment_keys_only:
+        return botocore.session.Session(session_vars=IGNORE_PROFILE_VARIABLES)
+    return botocore.session.Session(profile=spec.profile)
+
+
 def describe_failure(error: Exception, spec: IdentitySpec, caller: str | None) -> str:
     """What went wrong resolving credentials, and what the user can do about it."""
     if isinstance(error, LookupError):
@@ -252,10 +260,7 @@ class Identity:
 
     def _resolve(self) -> botocore.credentials.Credentials:
         spec = self.spec
-        if spec.environment_keys_only:  # a session deaf to AWS_PROFILE: the keys come first
-            session = botocore.session.Session(session_vars=IGNORE_PROFILE_VARIABLES)
-        else:
-            session = botocore.session.Session(profile=spec.profile)
+        session = botocore_session(spec)
         base = session.get_credentials()
         if base is None:
             raise LookupError(NO_CREDENTIALS_HELP.format(profile=repr(spec.profile or "default")))

@@ -16,7 +16,13 @@ ProxyError                      every error the proxy answers itself
 ├── BodyBufferFull              503 body_buffer_full        (max_buffered_bodies, for body_timeout)
 ├── UpstreamUnreachable         502 upstream_unreachable
 ├── UpstreamTimeout             504 upstream_timeout
-└── CredentialsUnavailable      503 credentials_unavailable
+├── CredentialsUnavailable      503 credentials_unavailable
+├── FunctionNotFound            502 function_not_found      (a route's function or alias)
+├── FunctionAccessDenied        502 function_access_denied  (the Lambda API refused the identity)
+├── FunctionThrottled           429 function_throttled      (TooManyRequestsException)
+├── FunctionUnresolved          503 function_unresolved     (its URL not looked up yet)
+└── FunctionError               502 function_error          (the function failed, or its answer
+                                                             cannot be made an HTTP answer)
 
 Upstream answers, 403 included, are never turned into ProxyErrors: they pass through unchanged.
 """
@@ -34,9 +40,12 @@ class ProxyError(Exception):
     code: ClassVar[str] = "internal_error"
     status: ClassVar[int] = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # For the log only, when it says more than the client may be told (a function's
+        # error message): the message otherwise.
+        self.detail = detail or message
 
     def body(self) -> bytes:
         return json.dumps({"error": self.code, "message": self.message}).encode()
@@ -130,3 +139,28 @@ class CredentialsUnavailable(ProxyError):
 class BodyBufferFull(ProxyError):
     code = "body_buffer_full"
     status = 503
+
+
+class FunctionNotFound(ProxyError):
+    code = "function_not_found"
+    status = 502
+
+
+class FunctionAccessDenied(ProxyError):
+    code = "function_access_denied"
+    status = 502
+
+
+class FunctionThrottled(ProxyError):
+    code = "function_throttled"
+    status = 429
+
+
+class FunctionUnresolved(ProxyError):
+    code = "function_unresolved"
+    status = 503
+
+
+class FunctionError(ProxyError):
+    code = "function_error"
+    status = 502

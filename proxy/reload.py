@@ -39,6 +39,7 @@ class Reloader:
         self.load = load
         self.config_file = config_file
         self._seen = self._fingerprint()
+        self._announcing: asyncio.Future[None] | None = None
 
     def _fingerprint(self) -> tuple[int, int] | None:
         if self.config_file is None:
@@ -66,8 +67,10 @@ class Reloader:
         log.info(
             "configuration reloaded (%s): routes %s",
             why,
-            ", ".join(f"{u.prefix} -> {u.url}" for u in state.router.upstreams),
+            ", ".join(f"{r.prefix} -> {r.target}" for r in state.router.routes),
         )
+        if state.functions:  # looked up again (Live runs the lookups): say what was found
+            self._announcing = asyncio.ensure_future(_announce(state))
         return True
 
     async def watch(self) -> None:
@@ -82,3 +85,11 @@ class Reloader:
                     log.error("config file %s is gone; the routes in force stay", self.config_file)
                 else:
                     self.reload(f"{self.config_file} changed")
+
+
+async def _announce(state: ProxyState) -> None:
+    """Each route naming a function, once its first lookup is over."""
+    for function in state.functions:
+        await function.wait_first_attempt()
+        level = logging.ERROR if function.failed else logging.INFO
+        log.log(level, "route %s -> %s", function.prefix, function.announce())

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.request import getproxies, proxy_bypass
 
 from yarl import URL
@@ -16,6 +17,9 @@ from proxy.aws_config import Resolved
 from proxy.credentials import Identity
 from proxy.settings import Route
 from proxy.target import canonical_path
+
+if TYPE_CHECKING:
+    from proxy.functions import FunctionRoute
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +101,15 @@ class Upstream:
     # through an HTTP proxy: the absolute URL as target, and the proxy's credentials.
     target_prefix: str = ""
     proxy_authorization: str | None = None
+    # A function's URL with AuthType NONE answers anyone: sent unsigned (issue #14).
+    unsigned: bool = False
+    # The route named a function and this is its URL: the lookup that found it, which can look
+    # again when the URL stops answering (proxy/functions.py).
+    function: FunctionRoute | None = None
 
     @classmethod
     def from_route(cls, route: Route, region: Resolved, identity: Identity) -> Upstream:
+        assert route.url is not None, "a route naming a function is compiled by FunctionRoute"
         url = URL(route.url)
         base_path = canonical_path(url.raw_path or "/").rstrip("/")
         proxy = env_proxy(url)
@@ -126,6 +136,11 @@ class Upstream:
             proxy_authorization=proxy.authorization if proxy and through_http_proxy else None,
         )
 
+    @property
+    def target(self) -> str:
+        """Where the route goes, for tables and logs (FunctionRoute has the same)."""
+        return self.url
+
     def path_for(self, path: str) -> str:
         """The upstream path for a canonical request path this upstream matched."""
         if self.strip_prefix and self.prefix != "/":
@@ -134,22 +149,32 @@ class Upstream:
 
 
 class Router:
-    def __init__(self, upstreams: Iterable[Upstream]) -> None:
-        self._by_prefix = {upstream.prefix: upstream for upstream in upstreams}
-        self.upstreams = sorted(self._by_prefix.values(), key=lambda u: u.prefix)
+    """Prefixes to URL routes (Upstream) and to routes naming a function (FunctionRoute)."""
+
+    def __init__(self, routes: Iterable[Upstream | FunctionRoute]) -> None:
+        self._by_prefix = {route.prefix: route for route in routes}
+        self.routes = sorted(self._by_prefix.values(), key=lambda r: r.prefix)
 
     def match(self, path: str) -> Upstream | None:
-        """The upstream with the longest prefix that is `path` or a parent of it, segment-wise;
+        """The upstream to forward `path` to; for a route naming a function, its URL's, or the
+        ProxyError that says why it has none now (FunctionRoute.routed)."""
+        route = self.find(path)
+        if route is None or isinstance(route, Upstream):
+            return route
+        return route.routed()
+
+    def find(self, path: str) -> Upstream | FunctionRoute | None:
+        """The route with the longest prefix that is `path` or a parent of it, segment-wise;
         one dict look-up per segment of the path, whatever the number of routes."""
         candidate = path
         while True:
-            upstream = self._by_prefix.get(candidate)
-            if upstream is not None:
-                return upstream
+            route = self._by_prefix.get(candidate)
+            if route is not None:
+                return route
             if candidate == "/":
                 return None
             candidate = candidate[: candidate.rindex("/")] or "/"
 
     @property
     def prefixes(self) -> list[str]:
-        return [upstream.prefix for upstream in self.upstreams]
+        return [route.prefix for route in self.routes]

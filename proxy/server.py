@@ -16,6 +16,7 @@ from proxy import __version__
 from proxy._aiohttp import JsonErrorServer
 from proxy.access import is_loopback
 from proxy.app import LIVE, create_app, dispatcher
+from proxy.functions import FunctionRoute
 from proxy.reload import Reloader
 from proxy.settings import Settings
 from proxy.state import Live
@@ -36,36 +37,41 @@ def _announce(app: web.Application, settings: Settings, address: str) -> None:
             "fields": {"event": "listening", "url": address, "version": __version__, "loop": loop}
         },
     )
-    upstreams = app[LIVE].state.router.upstreams
-    width = max(len(upstream.prefix) for upstream in upstreams)
-    for upstream in upstreams:
-        log.info(
+    routes = app[LIVE].state.router.routes
+    width = max(len(route.prefix) for route in routes)
+    for route in routes:
+        function = route if isinstance(route, FunctionRoute) else None
+        (log.error if function is not None and function.failed else log.info)(
             "route %s -> %s (region %s from %s, identity %s)",
-            upstream.prefix.ljust(width),
-            upstream.url,
-            upstream.region,
-            upstream.region_source,
-            upstream.identity.describe(),
+            route.prefix.ljust(width),
+            route.target if function is None else function.announce(),
+            route.region,
+            route.region_source,
+            route.identity.describe(),
             extra={
                 "fields": {
                     "event": "route",
-                    "prefix": upstream.prefix,
-                    "upstream": upstream.url,
-                    "region": upstream.region,
-                    "region_source": upstream.region_source,
-                    "identity": upstream.identity.name,
-                    "account_id": upstream.identity.account_id,
+                    "prefix": route.prefix,
+                    "upstream": route.target if function is None else None,
+                    "region": route.region,
+                    "region_source": route.region_source,
+                    "identity": route.identity.name,
+                    "account_id": route.identity.account_id,
+                    **(function.status() if function is not None else {}),
                 }
             },
         )
-        if upstream.scheme == "http" and not is_loopback(upstream.host):
+        upstream = route.upstream if isinstance(route, FunctionRoute) else route
+        if upstream is not None and upstream.scheme == "http" and not is_loopback(upstream.host):
             log.warning(
                 "route %s sends signed requests, session tokens included, over plain http to "
                 "%s: use https",
                 upstream.prefix,
                 upstream.host,
             )
-    example = upstreams[0].prefix.rstrip("/") + "/"
+    # A route that forwards now: not a function without a URL found (yet)
+    serving = [r for r in routes if not isinstance(r, FunctionRoute) or r.upstream is not None]
+    example = (serving or routes)[0].prefix.rstrip("/") + "/"
     log.info("try: curl %s%s", address, example)
     if not is_loopback(settings.host) and not app[LIVE].state.access.gated:
         log.warning(

@@ -25,6 +25,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -51,6 +52,14 @@ _ORIGIN: Final = re.compile(r"https?://[^/?#\s]+")
 _HOST_PATTERN: Final = re.compile(r"(\*?\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
 # <url-id>.lambda-url.<region>.on.aws
 _FUNCTION_URL_HOST: Final = re.compile(r"[a-z0-9]+\.lambda-url\.([a-z0-9-]+)\.on\.aws")
+# The FunctionName forms of botocore's Lambda model (FunctionUrlFunctionName): a name, a partial
+# ARN (123456789012:function:my-fn) or an ARN, each with an optional qualifier.
+_FUNCTION: Final = re.compile(
+    r"(?:arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z]{2}(?:-[a-z]+)+-\d):)?(?:\d{12}:)?"
+    r"(?:function:)?(?P<name>[a-zA-Z0-9_-]{1,64})(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]{1,128}))?"
+)
+_QUALIFIER: Final = re.compile(r"\$LATEST|[a-zA-Z0-9_-]{1,128}")
+FUNCTION_PREFIX: Final = "function:"  # --route /users=function:my-fn
 
 
 class ConfigError(Exception):
@@ -60,6 +69,12 @@ class ConfigError(Exception):
 def region_from_url(url: URL) -> str | None:
     match = _FUNCTION_URL_HOST.fullmatch(url.host or "")
     return match.group(1) if match else None
+
+
+def region_from_function(function: str) -> str | None:
+    """The region a function's ARN names; None for a name or a partial ARN."""
+    match = _FUNCTION.fullmatch(function)
+    return match["region"] if match else None
 
 
 class IdentityOptions(BaseModel):
@@ -101,16 +116,30 @@ class IdentityOptions(BaseModel):
 
 
 class Route(IdentityOptions):
-    """A route prefix and the Function URL it forwards to; its identity, if not the default."""
+    """A route prefix and the Function URL it forwards to, or the function it names (its URL
+    looked up, or invoked through the Lambda API); its identity, if not the default."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     prefix: str = Field(description="path prefix, matched on a segment boundary")
-    url: str = Field(description="the Function URL, http(s)://host[:port][/base-path]")
+    url: str | None = Field(None, description="the Function URL, http(s)://host[:port][/base-path]")
     strip_prefix: bool = Field(True, description="remove the prefix before forwarding")
-    region: str | None = Field(None, description="signing region; default: from the URL host")
+    region: str | None = Field(
+        None, description="signing region; default: from the URL host or the function's ARN"
+    )
     service: str = Field("lambda", description="signing service name")
     timeout: float = Field(60.0, gt=0, description="seconds for the whole upstream exchange")
+    function: str | None = Field(
+        None,
+        description="instead of url: the function's name or ARN; its Function URL is looked "
+        "up, and a function without one is invoked through the Lambda API",
+    )
+    qualifier: str | None = Field(None, description="with function: the alias (or version) to use")
+    invoke_mode: Literal["BUFFERED", "RESPONSE_STREAM"] = Field(
+        "BUFFERED",
+        description="with function, for a function without a URL: BUFFERED (Invoke) or "
+        "RESPONSE_STREAM (InvokeWithResponseStream)",
+    )
 
     @field_validator("prefix")
     @classmethod
@@ -128,7 +157,9 @@ class Route(IdentityOptions):
 
     @field_validator("url")
     @classmethod
-    def _check_url(cls, url: str) -> str:
+    def _check_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
         try:
             parsed = URL(url)
         except ValueError as error:
@@ -155,6 +186,72 @@ class Route(IdentityOptions):
         if region is not None and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", region):
             raise ValueError(f"region {region!r} is not an AWS region name such as 'us-east-1'")
         return region
+
+    @field_validator("function")
+    @classmethod
+    def _check_function(cls, function: str | None) -> str | None:
+        if function is not None and not _FUNCTION.fullmatch(function):
+            raise ValueError(
+                f"function {function!r} is not a function name (up to 64 of A-Z a-z 0-9 - _) "
+                "or ARN, for example 'my-fn' or "
+                "'arn:aws:lambda:eu-west-1:123456789012:function:my-fn'"
+            )
+        return function
+
+    @field_validator("qualifier")
+    @classmethod
+    def _check_qualifier(cls, qualifier: str | None) -> str | None:
+        if qualifier is not None and not _QUALIFIER.fullmatch(qualifier):
+            raise ValueError(
+                f"qualifier {qualifier!r} is not an alias or version, for example 'prod' or '3'"
+            )
+        return qualifier
+
+    @model_validator(mode="before")
+    @classmethod
+    def _qualifier_of_the_arn(cls, data: Any) -> Any:
+        """A qualifier in the function's name or ARN (my-fn:prod) moves to `qualifier`."""
+        if not isinstance(data, dict) or not isinstance(data.get("function"), str):
+            return data
+        match = _FUNCTION.fullmatch(data["function"])
+        if match is None or match["qualifier"] is None:
+            return data
+        inline, given = match["qualifier"], data.get("qualifier")
+        if given is not None and given != inline:
+            raise ValueError(
+                f"function {data['function']!r} names qualifier {inline!r} and qualifier is "
+                f"{given!r}; keep one"
+            )
+        return {
+            **data,
+            "function": data["function"][: match.start("qualifier") - 1],
+            "qualifier": inline,
+        }
+
+    @model_validator(mode="after")
+    def _url_or_function(self) -> Route:
+        if (self.url is None) == (self.function is None):
+            raise ValueError(
+                f"route {self.prefix!r} needs either url (a Function URL) or function (a "
+                "function's name or ARN), not " + ("both" if self.url is not None else "neither")
+            )
+        if self.url is not None and (
+            named := sorted({"qualifier", "invoke_mode"} & self.model_fields_set)
+        ):
+            raise ValueError(
+                f"route {self.prefix!r}: {' and '.join(named)} apply to routes naming a "
+                "function, not to a url"
+            )
+        return self
+
+    @property
+    def target(self) -> str:
+        """What the route forwards to, for messages and tables: its URL, or `function NAME`."""
+        if self.function is None:
+            assert self.url is not None
+            return self.url
+        qualifier = f" (qualifier {self.qualifier})" if self.qualifier else ""
+        return f"function {self.function}{qualifier}"
 
 
 class _TomlFile(PydanticBaseSettingsSource):
@@ -193,16 +290,21 @@ class _TomlFile(PydanticBaseSettingsSource):
 
 
 def parse_route(text: str) -> dict[str, str]:
-    """PREFIX=URL[,OPTION=VALUE...], options being any route setting (profile=..., timeout=...);
-    ValueError naming what is wrong."""
+    """PREFIX=URL[,OPTION=VALUE...] or PREFIX=function:NAME[,OPTION=VALUE...], options being
+    any route setting (profile=..., timeout=...); ValueError naming what is wrong."""
     prefix, sep, rest = text.partition("=")
-    url, *options = rest.split(",")
-    if not sep or not prefix or not url:
+    target, *options = rest.split(",")
+    if not sep or not prefix or not target or target == FUNCTION_PREFIX:
         raise ValueError(
-            f"{text!r} is not PREFIX=URL[,OPTION=VALUE...], for example "
-            "/users=https://abc.lambda-url.us-east-1.on.aws,profile=dev"
+            f"{text!r} is not PREFIX=URL[,OPTION=VALUE...] or PREFIX=function:NAME[,...], for "
+            "example /users=https://abc.lambda-url.us-east-1.on.aws,profile=dev or "
+            "/users=function:my-fn,qualifier=prod"
         )
-    route = {"prefix": prefix, "url": url}
+    route = {"prefix": prefix}
+    if target.startswith(FUNCTION_PREFIX):
+        route["function"] = target.removeprefix(FUNCTION_PREFIX)
+    else:
+        route["url"] = target
     for option in options:
         name, sep, value = option.partition("=")
         if not sep or not name:
@@ -214,9 +316,12 @@ def parse_route(text: str) -> dict[str, str]:
 
 
 def route_options() -> list[str]:
-    """The settings a route takes beyond its prefix and URL, for --help and messages."""
+    """The settings a route takes beyond its prefix and URL or function, for --help and
+    messages."""
     identity = list(IdentityOptions.model_fields)
-    own = [name for name in Route.model_fields if name not in ("prefix", "url", *identity)]
+    own = [
+        name for name in Route.model_fields if name not in ("prefix", "url", "function", *identity)
+    ]
     return own + identity
 
 
@@ -341,7 +446,10 @@ class Settings(BaseSettings, IdentityOptions):
         "http://localhost:5173; '*' allows any origin on this machine; repeat for more",
     )
     routes: list[Route] = Field(
-        default_factory=list, description="PREFIX=URL; repeat for each route", min_length=1
+        default_factory=list,
+        description="PREFIX=URL, or PREFIX=function:NAME for a function by name or ARN; repeat "
+        "for each route",
+        min_length=1,
     )
     # Where each setting that was set came from, for messages: "--profile", an environment
     # variable's name, or the config file's path. Filled by load_settings.
@@ -433,8 +541,9 @@ def _describe(error: ValidationError) -> str:
             message = "missing: required"
         elif item["type"] == "too_short" and where == "routes":
             message = (
-                "no routes configured: pass --route /prefix=https://<id>.lambda-url.<region>.on.aws,"
-                f" set {env_name('routes')}, or add [[routes]] to the config file"
+                "no routes configured: pass --route /prefix=https://<id>.lambda-url.<region>.on.aws"
+                f" (or /prefix=function:NAME), set {env_name('routes')}, or add [[routes]] to the "
+                "config file"
             )
         elif (
             "input" in item
@@ -452,7 +561,9 @@ def _known(loc: tuple[int | str, ...]) -> str:
     known = route_options() if in_route else list(Settings.model_fields)
     close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
     guess = f"did you mean `{close[0]}`? " if close else ""
-    kind = "a route's settings (besides prefix and url)" if in_route else "the settings"
+    kind = (
+        "a route's settings (besides prefix, and url or function)" if in_route else "the settings"
+    )
     return f"{guess}{kind}: {', '.join(known)}"
 
 

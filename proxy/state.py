@@ -18,6 +18,7 @@ from proxy.aws_config import AwsConfig, resolve_route
 from proxy.budget import BodyBudget
 from proxy.cors import CorsPolicy
 from proxy.credentials import Identity, IdentitySpec
+from proxy.functions import FunctionRoute
 from proxy.routing import Router, Upstream
 from proxy.settings import ConfigError, Settings
 
@@ -32,6 +33,8 @@ class ProxyState:
     access: AccessPolicy
     identities: Mapping[IdentitySpec, Identity]
     ca_bundle: Path | None = None
+    # The routes naming a function, each looking up its URL (Live runs the lookups).
+    functions: tuple[FunctionRoute, ...] = ()
 
     @classmethod
     def build(
@@ -45,8 +48,10 @@ class ProxyState:
         aws = aws or AwsConfig()
         for why in aws.unreadable:
             log.warning("%s", why)
+        ca_bundle = _ca_bundle(settings, aws)
         identities: dict[IdentitySpec, Identity] = {}  # routes with the same spec share one
-        upstreams, warned = [], set()
+        routes: list[Upstream | FunctionRoute] = []
+        warned: set[str] = set()
         problems: dict[str, list[str]] = {}  # the same problem, once, with every route it hits
         for route in settings.routes:
             try:
@@ -65,7 +70,11 @@ class ProxyState:
             )
             if spec not in identities:
                 identities[spec] = (reuse or {}).get(spec) or Identity(spec)
-            upstreams.append(Upstream.from_route(route, resolved.region, identities[spec]))
+            identity = identities[spec]
+            if route.function is not None:
+                routes.append(FunctionRoute(route, resolved.region, identity, ca_bundle))
+            else:
+                routes.append(Upstream.from_route(route, resolved.region, identity))
         if problems:
             raise ConfigError(
                 "\n".join(
@@ -75,7 +84,7 @@ class ProxyState:
             )
         return cls(
             settings,
-            Router(upstreams),
+            Router(routes),
             CorsPolicy(settings.cors_origins),
             AccessPolicy(
                 settings.access_token,
@@ -83,7 +92,8 @@ class ProxyState:
                 HostPolicy(settings.allowed_hosts, loopback_bind=is_loopback(settings.host)),
             ),
             identities,
-            _ca_bundle(settings, aws),
+            ca_bundle,
+            tuple(route for route in routes if isinstance(route, FunctionRoute)),
         )
 
 
@@ -97,11 +107,13 @@ def _ca_bundle(settings: Settings, aws: AwsConfig) -> Path | None:
 
 
 class Live:
-    """The state in force, and the refresh tasks of its identities."""
+    """The state in force, the refresh tasks of its identities and the lookups of its
+    functions' URLs."""
 
     def __init__(self, state: ProxyState) -> None:
         self.state = state
         self._refreshing: dict[Identity, asyncio.Task[None]] = {}
+        self._resolving: dict[FunctionRoute, asyncio.Task[None]] = {}
         self.in_flight: set[asyncio.Task[Any]] = set()  # request handlers, for the drain
         self.stopping = False
         # The process's, not the configuration's: a reload keeps it (max_buffered_bodies asks
@@ -109,20 +121,27 @@ class Live:
         self.bodies = BodyBudget(state.settings.max_buffered_bodies)
 
     def start_refreshing(self) -> None:
-        """One refresh task per identity in use: new ones started, unused ones stopped."""
+        """One refresh task per identity in use, one lookup per route naming a function: new
+        ones started, those no longer in use stopped."""
         wanted = set(self.state.identities.values())
         for identity in wanted - self._refreshing.keys():
             self._refreshing[identity] = asyncio.create_task(identity.run())
         for identity in self._refreshing.keys() - wanted:
             self._refreshing.pop(identity).cancel()
+        functions = set(self.state.functions)
+        for function in functions - self._resolving.keys():
+            self._resolving[function] = asyncio.create_task(function.run())
+        for function in self._resolving.keys() - functions:
+            self._resolving.pop(function).cancel()
 
     def replace(self, state: ProxyState) -> None:
         self.state = state
         self.start_refreshing()
 
     async def stop(self) -> None:
-        tasks = list(self._refreshing.values())
+        tasks = [*self._refreshing.values(), *self._resolving.values()]
         self._refreshing.clear()
+        self._resolving.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

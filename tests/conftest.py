@@ -25,6 +25,9 @@ from proxy.server import start
 from proxy.settings import load_settings
 from tests.fake_function_url import FakeFunctionUrl, KeyRecord
 
+# The Docker engine's session fixtures (engine, image, bridge), for every module that needs them.
+pytest_plugins = ("tests.engine",)
+
 ROOT = Path(__file__).resolve().parent.parent
 AKID = "AKIAFAKEEXAMPLE00001"
 SECRET = "fAkE/sEcReT+kEy/0123456789abcdefghijklmn"

@@ -191,6 +191,10 @@ def pattern(start: int, length: int) -> Iterator[bytes]:
 
 
 class FakeFunctionUrl:
+    # What a body over Lambda's quota is answered with (the Lambda API's Invoke names it
+    # RequestTooLargeException: tests/fake_lambda_api.py).
+    too_large_error = "RequestEntityTooLargeException"
+
     def __init__(
         self,
         *,
@@ -275,7 +279,7 @@ class FakeFunctionUrl:
             if len(body) > MAX_REQUEST_BODY:
                 # Checked first: the signature covers the whole body, which we refuse to buffer.
                 raise AwsError(
-                    "RequestEntityTooLargeException",
+                    self.too_large_error,
                     f"Request must be smaller than {MAX_REQUEST_BODY} bytes for the"
                     " InvokeFunction operation",
                     413,
@@ -597,7 +601,7 @@ def _amz_date(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime(_AMZ_DATE_FORMAT)
 
 
-def _parse_key(text: str) -> tuple[str, KeyRecord]:
+def parse_key(text: str) -> tuple[str, KeyRecord]:
     access_key, _, rest = text.partition(":")
     secret_key, _, token = rest.partition(":")
     if not access_key or not secret_key:
@@ -605,13 +609,13 @@ def _parse_key(text: str) -> tuple[str, KeyRecord]:
     return access_key, KeyRecord(secret_key, token or None)
 
 
-async def _serve(host: str, port: int, region: str, keys: dict[str, KeyRecord]) -> None:
+async def serve_until_signalled(make: Callable[[], FakeFunctionUrl], host: str, port: int) -> None:
+    """Run a fake made by `make` until SIGINT or SIGTERM (the fakes' standalone mode)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    fake = FakeFunctionUrl(region=region)
-    fake.keys.update(keys)
+    fake = make()
     await fake.start(port, host)
     try:
         print(f"listening on {fake.url}", flush=True)
@@ -620,17 +624,28 @@ async def _serve(host: str, port: int, region: str, keys: dict[str, KeyRecord]) 
         await fake.stop()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="A fake AWS Lambda Function URL (AWS_IAM auth).")
+def standalone_parser(description: str) -> argparse.ArgumentParser:
+    """The options every fake takes when run alone: where to listen, its region, its keys."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument(
-        "--key", type=_parse_key, action="append", default=[], metavar="AKID:SECRET[:TOKEN]"
+        "--key", type=parse_key, action="append", default=[], metavar="AKID:SECRET[:TOKEN]"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = standalone_parser("A fake AWS Lambda Function URL (AWS_IAM auth).").parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    asyncio.run(_serve(args.host, args.port, args.region, dict(args.key)))
+
+    def make() -> FakeFunctionUrl:
+        fake = FakeFunctionUrl(region=args.region)
+        fake.keys.update(dict(args.key))
+        return fake
+
+    asyncio.run(serve_until_signalled(make, args.host, args.port))
 
 
 if __name__ == "__main__":

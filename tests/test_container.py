@@ -156,7 +156,7 @@ def test_the_composed_configuration_loads(monkeypatch: pytest.MonkeyPatch) -> No
     settings = load_settings()
     assert settings.host == "0.0.0.0" and settings.port == image_port()
     assert settings.log_format == "json", "JSON logs by default in the container"
-    assert settings.routes and all(r.url.startswith("https://") for r in settings.routes)
+    assert settings.routes and all((r.url or "").startswith("https://") for r in settings.routes)
     create_app(settings)  # every route compiles: the region comes from the Function URL's host
 
 

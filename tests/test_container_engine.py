@@ -1,8 +1,7 @@
 """The image and the compose file as shipped, built and run by a real Docker engine.
 
-../shared/tools/container-engine.sh makes this machine a Docker host (.ci/run runs it first).
-Without an engine, this module skips, saying why; with REQUIRE_CONTAINER_ENGINE=1 (CI)
-that is a failure instead.
+The engine, the image build and the session's bridge network are tests/engine.py's: without an
+engine, this module skips, saying why; with REQUIRE_CONTAINER_ENGINE=1 (CI) that is a failure.
 
 Networking: the tests talk only to 127.0.0.1 and to networks they create. The fake Function URL
 runs on this host, bound to the gateway address of an internal docker bridge the session creates;
@@ -20,12 +19,11 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 import pytest
 import yaml
@@ -34,12 +32,21 @@ from packaging.utils import canonicalize_name
 from proxy.settings import env_name
 from tests.conftest import AKID, ROOT, SECRET, spawn
 from tests.container_files import COMPOSE, PROXY_SERVICE, final, service, service_environment
+from tests.engine import (
+    TOKEN,
+    Bridge,
+    docker,
+    image_id,
+    log_records,
+    output,
+    state,
+    unavailable,
+    wait_exited,
+)
 from tests.lockfile import locked_here
 
 pytestmark = pytest.mark.timeout(300)  # the first test pays for the image build (~80 s cold)
 
-REQUIRE_ENGINE: Final = "REQUIRE_CONTAINER_ENGINE"
-TOKEN: Final = uuid.uuid4().hex[:8]  # names this session's containers, network and project
 REGION: Final = "eu-west-3"  # the fake's; no default anywhere, so it must come from the config
 ROUTES: Final = env_name("routes")
 FAKE_SCRIPT: Final = ROOT / "tests" / "fake_function_url.py"
@@ -71,94 +78,6 @@ print(json.dumps({
 
 
 # --- the engine -------------------------------------------------------------------------------
-
-
-def docker(
-    *args: str, timeout: float = 60, check: bool = True, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        ["docker", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"docker {' '.join(args)}: exit {result.returncode}\n{result.stdout}{result.stderr}"
-        )
-    return result
-
-
-def unavailable(reason: str) -> NoReturn:
-    if os.environ.get(REQUIRE_ENGINE) == "1":
-        pytest.fail(f"{REQUIRE_ENGINE}=1, but {reason}")
-    pytest.skip(reason)
-
-
-def engine_problem() -> str | None:
-    setup = "../shared/tools/container-engine.sh (as root) sets one up"
-    if shutil.which("docker") is None:
-        return f"no docker command: {setup}"
-    try:
-        info = docker("info", "--format", "{{.ServerVersion}}", timeout=20, check=False)
-    except subprocess.TimeoutExpired:
-        return f"`docker info` did not answer in 20 s: {setup}"
-    if info.returncode != 0:
-        return f"no Docker engine answers ({info.stderr.strip()[-200:]}): {setup}"
-    if docker("network", "inspect", "bridge", check=False).returncode != 0:
-        return (
-            "the engine runs without bridge networks (dockerd --bridge=none): these tests need them"
-        )
-    if docker("image", "inspect", final().base, check=False).returncode != 0:
-        return f"no image {final().base} to build on (docker pull it, or {setup}: a stand-in)"
-    if os.geteuid() != 0:
-        return "not root: the tests give the mounted ~/.aws to uid 1000, as on a Linux host"
-    return None
-
-
-@pytest.fixture(scope="session")
-def engine() -> None:
-    if problem := engine_problem():
-        unavailable(problem)
-
-
-@pytest.fixture(scope="session")
-def image(engine: None) -> str:
-    """The image as shipped: `docker build` of the repository with its Dockerfile, untouched.
-    Tagged as docker-compose.yml names it, so that the compose run finds every layer built."""
-    tag = str(service(PROXY_SERVICE)["image"])
-    before = image_id(tag)
-    # --force-rm: a failed step leaves no stopped container behind.
-    docker("build", "--force-rm", "--tag", tag, str(ROOT), timeout=240)
-    if before not in (None, image_id(tag)):
-        # The previous build, now untagged: removed (with its own layers) so builds do not pile up.
-        docker("rmi", before, check=False)
-    return tag
-
-
-def image_id(tag: str) -> str | None:
-    found = docker("image", "inspect", "--format", "{{.Id}}", tag, check=False)
-    return found.stdout.strip() if found.returncode == 0 else None
-
-
-@dataclass(frozen=True)
-class Bridge:
-    name: str
-    gateway: str  # this host's address on it
-
-
-@pytest.fixture(scope="session")
-def bridge(engine: None) -> Iterator[Bridge]:
-    """An internal bridge: its containers reach this host's address on it, and nothing beyond."""
-    name = f"lup-test-{TOKEN}"
-    docker("network", "create", "--driver", "bridge", "--internal", name)
-    try:
-        config = "{{(index .IPAM.Config 0).Gateway}}"
-        yield Bridge(name, docker("network", "inspect", "--format", config, name).stdout.strip())
-    finally:
-        docker("network", "rm", name, check=False)
 
 
 @pytest.fixture(scope="session")
@@ -253,25 +172,6 @@ def run_container(name: str, image: str, bridge: Bridge, setup: Setup) -> Contai
     return Container(name, address, setup.port)
 
 
-def state(name: str) -> dict[str, Any]:
-    found = json.loads(docker("inspect", "--format", "{{json .State}}", name).stdout)
-    assert isinstance(found, dict)
-    return found
-
-
-def output(name: str) -> str:
-    logs = docker("logs", name, check=False)
-    return logs.stdout + logs.stderr
-
-
-def wait_exited(name: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while (current := state(name))["Status"] != "exited":
-        assert time.monotonic() < deadline, f"{name}: still {current['Status']}:\n{output(name)}"
-        time.sleep(0.25)
-    return current
-
-
 def wait_healthy(name: str, timeout: float = 45) -> dict[str, Any]:
     """Docker's own verdict: the image's HEALTHCHECK, on its schedule (every 5 s)."""
     deadline = time.monotonic() + timeout
@@ -287,18 +187,6 @@ def wait_healthy(name: str, timeout: float = 45) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise AssertionError(f"{name}: health {health!r} after {timeout} s:\n{output(name)}")
         time.sleep(0.25)
-
-
-def log_records(name: str) -> list[dict[str, Any]]:
-    """The container's log: every line one JSON object."""
-    lines = [line for line in output(name).splitlines() if line.strip()]
-    records = []
-    for line in lines:
-        record = json.loads(line)
-        assert isinstance(record, dict), line
-        records.append(record)
-    assert records, f"{name} logged nothing"
-    return records
 
 
 def assert_signed(body: bytes, region: str = REGION) -> None:

@@ -179,7 +179,7 @@ def test_an_unknown_route_key_gets_the_closest_one(route: dict[str, object], gue
     with pytest.raises(ConfigError) as refused:
         load_settings({"routes": [{"prefix": "/u", "url": USERS, **route}]})
     assert guess in str(refused.value)
-    assert "a route's settings (besides prefix and url): strip_prefix, region," in str(
+    assert "a route's settings (besides prefix, and url or function): strip_prefix, region," in str(
         refused.value
     )
 
@@ -193,8 +193,8 @@ def test_an_unknown_variable_gets_the_closest_one(monkeypatch: pytest.MonkeyPatc
 def test_help_lists_the_route_options() -> None:
     text = " ".join(build_parser().format_help().split())
     assert (
-        "OPTIONs are route settings: strip_prefix, region, service, timeout, profile, role_arn, "
-        "external_id, role_session_name, duration_seconds" in text
+        "OPTIONs are route settings: strip_prefix, region, service, timeout, qualifier, "
+        "invoke_mode, profile, role_arn, external_id, role_session_name, duration_seconds" in text
     )
 
 
