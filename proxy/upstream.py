@@ -346,13 +346,13 @@ class Wire(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def _wait(self) -> None:
+    def _wait(self) -> asyncio.Future[None]:
+        """The future the parser's callbacks resolve (_wake), awaited where it is asked for: a
+        coroutine here would be one frame more on every request's wake-up. A future left by a
+        cancelled wait is done, so _wake passes it by."""
         waiter = self.loop.create_future()
         self._waiter = waiter
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+        return waiter
 
 
 class UpstreamClient:
