@@ -271,6 +271,13 @@ class Wire(asyncio.Protocol):
             self.transport.resume_reading()
         return parts
 
+    @property
+    def unread(self) -> bool:
+        """Part of the body is still waiting to be taken: the request gave up (its task was
+        cancelled) after the answer had come whole. Reused, the connection would hand those
+        bytes to the next request as the start of its own answer."""
+        return bool(self._chunks)
+
     def read_nowait(self) -> bytes:
         """All of the body that has arrived, as one piece (a whole answer's)."""
         parts = self.take()
@@ -382,9 +389,10 @@ class UpstreamClient:
         return None
 
     def release(self, wire: Wire) -> None:
-        """The answer is all read: the connection waits for the next request, unless it may
-        not carry one (the upstream said close, the body ended with the connection)."""
-        if not wire.reusable or wire.closed:
+        """The answer is done with: the connection waits for the next request, unless it may
+        not carry one (the upstream said close, the body ended with the connection, the answer
+        was not all read)."""
+        if not wire.reusable or wire.closed or wire.unread:
             wire.close()
             return
         # The wire's loop: asyncio.get_running_loop() makes a getpid() system call on 3.11.
