@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from bench import hostile, load, micro, nginx, procs, report, steps
+from bench import hostile, load, micro, nginx, procs, report
 from bench.load import Scenario
 from bench.procs import Processes, RssSampler, Service
 
@@ -44,7 +44,7 @@ SCENARIOS: Final = (
 @dataclass
 class Target:
     name: str
-    kind: str  # "direct", "nginx" or "proxy"
+    kind: str  # "direct", "nginx", "proxy" or "peer"
     port: int
     service: Service | None = None
     command: list[str] = field(default_factory=list)
@@ -109,6 +109,46 @@ def proxy_argv(command: list[str], upstream_port: int, port: int) -> list[str]:
         "--port",
         str(port),
     ]
+
+
+# Other signing proxies the bench can put beside this one (`--peer NAME`), each when its binary
+# is on the PATH: how it is started in front of the bench's upstream, signing as the proxy does.
+PEERS: Final = ("aws-sigv4-proxy",)
+
+
+def peer_argv(binary: str, upstream_port: int, port: int) -> list[str]:
+    """awslabs/aws-sigv4-proxy (Go) as shipped: signs for service lambda in us-east-1 with the
+    same keys (from the environment) and forwards over plain http to the bench's upstream."""
+    return [
+        binary,
+        "--port",
+        f"127.0.0.1:{port}",
+        "--name",
+        "lambda",
+        "--region",
+        "us-east-1",
+        "--host",
+        f"127.0.0.1:{upstream_port}",
+        "--upstream-url-scheme",
+        "http",
+    ]
+
+
+def find_peers(names: list[str]) -> list[tuple[str, str]]:
+    """(name, binary) of each peer asked for whose binary is on the PATH; the others are said
+    and skipped: the run goes on without them."""
+    found = []
+    for name in names:
+        binary = shutil.which(name)
+        if binary is None:
+            say(
+                f"bench: --peer {name}: no `{name}` on the PATH, so it is not measured in this "
+                "run; build it (Go: awslabs/aws-sigv4-proxy) and put the binary on the PATH "
+                "(bench/README.md)"
+            )
+            continue
+        found.append((name, binary))
+    return found
 
 
 def say(text: str) -> None:
@@ -315,7 +355,7 @@ def sanity_check(targets: list[Target]) -> None:
         status, answer = load.check_answer(target.port, "GET", "/bytes/1m")
         if status != 200 or len(answer) != ONE_MIB:
             raise RuntimeError(f"{target.name}: GET /bytes/1m -> {status}, {len(answer)} bytes")
-        if target.kind == "proxy":
+        if target.kind in ("proxy", "peer"):
             status, answer = load.check_answer(target.port, "GET", "/headers")
             expected = f"AWS4-HMAC-SHA256 Credential={micro.ACCESS_KEY}/".encode()
             if (
@@ -336,6 +376,7 @@ def start_services(
     workdir: Path,
     proxies: list[tuple[str, list[str]]],
     env: dict[str, str],
+    peers: list[tuple[str, str]] = [],  # noqa: B006 - read only
 ) -> tuple[Service, list[Target]]:
     big = workdir / "1g.bin"
     nginx.make_sparse_file(big, ONE_GIB)
@@ -363,6 +404,13 @@ def start_services(
         )
         procs.wait_until_answers(service, f"http://127.0.0.1:{port}/_proxy/health")
         targets.append(Target(label, "proxy", port, service, command))
+    for name, binary in peers:
+        port = procs.free_port()
+        argv = peer_argv(binary, upstream_port, port)
+        service = processes.start(f"peer-{len(targets)}", argv, env)
+        # A peer has no health endpoint of its own: the upstream's, through it.
+        procs.wait_until_answers(service, f"http://127.0.0.1:{port}/_bench/health")
+        targets.append(Target(name, "peer", port, service, argv))
     return upstream, targets
 
 
@@ -464,10 +512,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "throughput figures will be noisy; CPU per request suffers least"
             )
         if "micro" in plan.parts:
-            say("bench: signing micro-benchmark, step costs")
+            say("bench: signing micro-benchmark")
             timed = 0.05 if quick else 0.2  # seconds per timeit repeat
             result["signing"] = micro.signing(plan.micro_repeat, timed)
-            result["steps"] = steps.steps(workdir, plan.micro_repeat, timed / 2)
         with Processes(workdir) as processes:
             if "startup" in plan.parts:
                 say("bench: start-up times")
@@ -478,7 +525,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if not ({"load", "ttfb", "stream", "hostile"} & set(plan.parts) or args.profile):
                 return finish(result, proxies, started)
             say("bench: starting upstream, nginx and the proxies")
-            upstream, targets = start_services(processes, tools, plan, workdir, proxies, env)
+            peers = find_peers(args.peer)
+            upstream, targets = start_services(processes, tools, plan, workdir, proxies, env, peers)
             sanity_check(targets)
             logs = [workdir / "nginx-proxy-access.log"] + [
                 t.service.log_path for t in targets if t.kind == "proxy" and t.service
@@ -568,6 +616,14 @@ def main(argv: list[str] | None = None) -> None:
         "--profile-scenario",
         default=SCENARIOS[0].name,
         help="the scenario run while profiling (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        choices=PEERS,
+        help="also measure this other signing proxy, when its binary is on the PATH "
+        "(repeatable; skipped with a message otherwise)",
     )
     parser.add_argument("--output", type=Path, help="JSON file (default bench/results/<ts>.json)")
     args = parser.parse_args(argv)

@@ -10,6 +10,7 @@ from bench import hostile
 
 NGINX = "nginx"
 DIRECT = "direct (the limit)"
+PEER = "aws-sigv4-proxy"  # bench/cli.py PEERS: the Go proxy, when its binary is on the PATH
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -55,11 +56,30 @@ def checks(result: dict[str, Any], proxies: list[str]) -> list[dict[str, Any]]:
     """The issue's targets for each proxy measured, from figures of this run only."""
     found: list[dict[str, Any]] = []
 
-    def ratio(scenario: str, proxy: str, key: str) -> float | None:
-        ours, theirs = _figure(result, scenario, proxy, key), _figure(result, scenario, NGINX, key)
+    def ratio(scenario: str, proxy: str, key: str, to: str = NGINX) -> float | None:
+        ours, theirs = _figure(result, scenario, proxy, key), _figure(result, scenario, to, key)
         return ours / theirs if ours is not None and theirs else None
 
     for proxy in proxies:
+        # Issue 16: at least the Go aws-sigv4-proxy's requests a second, at most its CPU.
+        _check(
+            found,
+            proxy,
+            f"GET small req/s vs {PEER}",
+            ratio("get_small", proxy, "req_s", PEER),
+            ">= 1.0 x",
+            lambda v: v >= 1.0,
+            "{:.2f} x",
+        )
+        _check(
+            found,
+            proxy,
+            f"GET small CPU/req vs {PEER}",
+            ratio("get_small", proxy, "cpu_us", PEER),
+            "<= 1.0 x",
+            lambda v: v <= 1.0,
+            "{:.2f} x",
+        )
         _check(
             found,
             proxy,
@@ -223,17 +243,12 @@ def render(result: dict[str, Any]) -> str:
             f"answered request; --help {startup['help_s'] * 1000:.0f} ms "
             f"(median of {startup['runs']})"
         )
-    if result.get("steps"):
-        lines += ["", "Request-path steps in isolation, us per call (median)"]
-        for step in result["steps"]:
-            shown = f"{step['us']:.2f}" if step["us"] is not None else f"failed: {step['error']}"
-            lines.append(f"  {step['step']:<38} {shown}")
     if result.get("hostile"):
         lines += hostile.render(result["hostile"])
     if result.get("profile"):
         lines += ["", result["profile"]["summary"]]
     if result.get("checks"):
-        lines += ["", "Targets from issue 5 (reported, not asserted)"]
+        lines += ["", "Targets from issues 5 and 16 (reported, not asserted)"]
         for c in result["checks"]:
             lines.append(
                 f"  {'PASS' if c['pass'] else 'MISS'}  {c['proxy']:<18} {c['check']:<38} "

@@ -1,0 +1,79 @@
+"""The bench's own wiring that no run checks: the profile's step markers still name functions of
+proxy/, and `--peer` finds another signing proxy on the PATH or says why it is skipped."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from bench import cli, profile
+from tests.conftest import ROOT
+
+# `name (file.py` or `Class.name (`: a marker that names one function of proxy/.
+MARKER = re.compile(r"^(?:(\w+)\.)?(\w+) \((?:(\w+)\.py)?$")
+
+
+def _defined() -> dict[str, set[str]]:
+    """Per module of proxy/ (and "*" for all): `function` and `Class.method` names."""
+    names: dict[str, set[str]] = {"*": set()}
+    for path in (ROOT / "proxy").glob("*.py"):
+        found = names.setdefault(path.stem, set())
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                found.add(node.name)
+            elif isinstance(node, ast.ClassDef):
+                found.add(f"{node.name}.__init__")  # a dataclass's is generated
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
+                        # py-spy names a method `Class.name`: a bare marker matches it too
+                        found |= {f"{node.name}.{item.name}", item.name}
+        names["*"] |= found
+    return names
+
+
+def test_the_profiles_markers_name_functions_the_proxy_has() -> None:
+    """A marker left behind by a refactor would quietly put its samples under "the rest"."""
+    defined = _defined()
+    checked = 0
+    for step, markers in profile.STEPS:
+        for marker in markers:
+            match = MARKER.match(marker)
+            if match is None:
+                continue  # a prefix (`UpstreamClient.`, `Wire.on_`) or aiohttp's own names
+            owner, name, module = match.groups()
+            qualified = f"{owner}.{name}" if owner else name
+            assert qualified in defined.get(module or "*", set()), f"{step}: {marker!r}"
+            checked += 1
+    assert checked > 20
+
+
+def test_a_peer_not_on_the_path_is_skipped_with_a_message(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert cli.find_peers(["aws-sigv4-proxy"]) == []
+    said = capsys.readouterr().err
+    assert "--peer aws-sigv4-proxy: no `aws-sigv4-proxy` on the PATH" in said
+    assert "awslabs/aws-sigv4-proxy" in said
+
+
+def test_a_peer_on_the_path_signs_for_lambda_in_front_of_the_upstream(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    binary = tmp_path / "aws-sigv4-proxy"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert cli.find_peers(["aws-sigv4-proxy"]) == [("aws-sigv4-proxy", str(binary))]
+    argv = cli.peer_argv(str(binary), 9001, 9002)
+    options = dict(zip(argv[1::2], argv[2::2], strict=True))
+    assert options == {
+        "--port": "127.0.0.1:9002",
+        "--name": "lambda",
+        "--region": "us-east-1",
+        "--host": "127.0.0.1:9001",
+        "--upstream-url-scheme": "http",
+    }
