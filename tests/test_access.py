@@ -73,6 +73,7 @@ def test_the_token_never_shows_in_settings() -> None:
     assert TOKEN not in repr(settings) and TOKEN not in str(settings)
 
 
+@pytest.mark.slow
 async def test_a_restricted_wide_bind_does_not_raise_the_alarm(fake: FakeFunctionUrl) -> None:
     proxy = await asyncio.to_thread(
         spawn,

@@ -68,7 +68,7 @@ NODE_FOR_VITE = "vite 8 needs Node.js ^20.19 or >=22.12"
 
 # A first `npm ci` (outside CI, where .ci/browser-deps.sh ran it) may take a few minutes; every
 # wait below has its own, shorter bound.
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 SpawnProxy = Callable[..., ProxyProcess]
 

@@ -32,6 +32,7 @@ async def stop(proxy: ProxyProcess) -> int:
     return await asyncio.to_thread(proxy.stop)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "command", [["lambda-url-proxy"], [sys.executable, "-m", "proxy"]], ids=["script", "module"]
 )
@@ -56,6 +57,7 @@ async def test_installed_command_signs_and_forwards(
         assert await stop(proxy) == 0  # SIGTERM: graceful exit
 
 
+@pytest.mark.slow
 async def test_json_logs_are_one_object_per_line(fake: FakeFunctionUrl) -> None:
     proxy = await start(
         "--route", f"/fn={fake.url}", "--region", "us-east-1", "--log-format", "json", env=KEYS
@@ -75,6 +77,7 @@ async def test_json_logs_are_one_object_per_line(fake: FakeFunctionUrl) -> None:
     assert all({"time", "level", "message"} <= set(record) for record in records)
 
 
+@pytest.mark.slow
 async def test_wide_bind_warns_that_anyone_can_use_the_identity(fake: FakeFunctionUrl) -> None:
     proxy = await start(
         "--route", f"/fn={fake.url}", "--region", "us-east-1", "--host", "0.0.0.0", env=KEYS
@@ -84,6 +87,7 @@ async def test_wide_bind_warns_that_anyone_can_use_the_identity(fake: FakeFuncti
     assert "WARNING" in text and "anyone who can reach this port" in text
 
 
+@pytest.mark.slow
 def test_version() -> None:
     result = subprocess.run(
         ["lambda-url-proxy", "--version"], capture_output=True, text=True, timeout=30, check=True
@@ -104,6 +108,7 @@ print(sorted(name for name in sys.modules if name.split(".")[0] == "aiohttp"))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [["--help"], ["check", "--route", "/fn=http://127.0.0.1:9", "--region", "us-east-1"]],
@@ -170,6 +175,7 @@ def test_the_flag_table_is_made_from_the_settings_model() -> None:
     )
 
 
+@pytest.mark.slow
 def test_config_example_starts(tmp_path: Path) -> None:
     config = Path(__file__).resolve().parent.parent / "config" / "lambda-url-proxy.toml"
     proxy = spawn(["lambda-url-proxy", "--config", str(config), "--port", "0"], KEYS)
@@ -187,6 +193,7 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.slow
 async def test_memory_stays_flat_while_a_large_response_streams(fake: FakeFunctionUrl) -> None:
     size = 256 * 1024 * 1024
     proxy = await start("--route", f"/fn={fake.url}", "--region", "us-east-1", env=KEYS)
@@ -209,6 +216,7 @@ async def test_memory_stays_flat_while_a_large_response_streams(fake: FakeFuncti
         await stop(proxy)
 
 
+@pytest.mark.slow
 def test_sigterm_exits_zero_quickly() -> None:
     proxy = spawn(
         [
@@ -267,6 +275,7 @@ def _run_in_terminal(env: dict[str, str], fake_url: str) -> str:
     return output.decode(errors="replace")
 
 
+@pytest.mark.slow
 async def test_terminal_output_is_aligned_and_coloured(fake: FakeFunctionUrl) -> None:
     output = await asyncio.to_thread(_run_in_terminal, KEYS, fake.url)
     assert "\x1b[32m200\x1b[0m" in output  # 2xx green
@@ -276,6 +285,7 @@ async def test_terminal_output_is_aligned_and_coloured(fake: FakeFunctionUrl) ->
     assert len({line.index("ms ") for line in visible}) == 1, visible  # aligned on screen
 
 
+@pytest.mark.slow
 async def test_no_colour_when_asked_or_not_a_terminal(fake: FakeFunctionUrl) -> None:
     output = await asyncio.to_thread(_run_in_terminal, {**KEYS, "NO_COLOR": "1"}, fake.url)
     assert " 200 " in output and "\x1b[" not in output

@@ -25,6 +25,9 @@ import pytest_asyncio
 from tests.conftest import ProxyProcess, spawn
 from tests.fake_function_url import FakeFunctionUrl, KeyRecord
 
+# Not in the development loop (-m "not slow"): the installed command per matrix case.
+pytestmark = pytest.mark.slow
+
 COMMAND = shutil.which("lambda-url-proxy") or "lambda-url-proxy"
 # One key pair per place a user keeps keys, so each row shows which one signed.
 KEYS = {

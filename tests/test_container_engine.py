@@ -45,7 +45,8 @@ from tests.engine import (
 )
 from tests.lockfile import locked_here
 
-pytestmark = pytest.mark.timeout(300)  # the first test pays for the image build (~80 s cold)
+# Not in the development loop; the first test pays for the image build (~80 s cold).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 REGION: Final = "eu-west-3"  # the fake's; no default anywhere, so it must come from the config
 ROUTES: Final = env_name("routes")

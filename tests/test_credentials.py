@@ -95,6 +95,7 @@ async def rotating(
         yield proxy, keys
 
 
+@pytest.mark.slow
 async def test_requests_succeed_across_many_rotations(
     rotating: tuple[RunningProxy, IssuedKeys], fake: FakeFunctionUrl
 ) -> None:
@@ -119,6 +120,7 @@ async def test_requests_succeed_across_many_rotations(
         assert signed_at.timestamp() < expiry[key]
 
 
+@pytest.mark.slow
 async def test_a_slow_refresh_never_blocks_the_event_loop(
     fake: FakeFunctionUrl, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

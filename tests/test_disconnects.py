@@ -8,8 +8,13 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import AKID, SECRET, spawn
 from tests.fake_function_url import FakeFunctionUrl
+
+# Not in the development loop (-m "not slow"): 10,000 disconnects.
+pytestmark = pytest.mark.slow
 
 DISCONNECTS = 10_000
 CONCURRENCY = 50

@@ -100,6 +100,7 @@ async def test_chunked_upload_growing_past_the_limit_is_cut_off(
     assert fake.received == []
 
 
+@pytest.mark.slow
 async def test_body_at_the_limit_is_forwarded(fake: FakeFunctionUrl, aws_keys: None) -> None:
     async with running_proxy(routes=[route("/fn", fake.url)], max_body_size=20_000) as proxy:
         async with proxy.client.post(proxy.url + "/fn/x", data=b"a" * 20_000) as response:
@@ -109,12 +110,14 @@ async def test_body_at_the_limit_is_forwarded(fake: FakeFunctionUrl, aws_keys: N
     assert [len(r.body) for r in fake.received] == [20_000]
 
 
+@pytest.mark.slow
 async def test_default_limit_is_six_mib(proxy: RunningProxy, fake: FakeFunctionUrl) -> None:
     async with proxy.client.post(proxy.url + "/fn/x", data=b"a" * (6 * MiB + 1)) as response:
         await proxy_error(response, 413, "body_too_large")
     assert fake.received == []
 
 
+@pytest.mark.slow
 async def test_upstream_timeout(fake: FakeFunctionUrl, aws_keys: None) -> None:
     async with running_proxy(routes=[route("/fn", fake.url, timeout=0.3)]) as proxy:
         async with proxy.client.get(proxy.url + "/fn/slow-headers/3") as response:
@@ -184,6 +187,7 @@ async def test_reserved_endpoints(proxy: RunningProxy, fake: FakeFunctionUrl) ->
     assert fake.received == []
 
 
+@pytest.mark.slow
 async def test_reserved_paths_are_never_forwarded_even_with_a_root_route(
     fake: FakeFunctionUrl, aws_keys: None
 ) -> None:

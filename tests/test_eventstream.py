@@ -37,6 +37,7 @@ def test_a_message_is_what_botocore_decodes() -> None:
     assert decoded.prelude.total_length == len(data)
 
 
+@pytest.mark.slow
 @given(
     st.lists(st.tuples(st.dictionaries(names, values, max_size=5), st.binary(max_size=300))),
     st.integers(min_value=1, max_value=64),

@@ -214,6 +214,7 @@ async def test_peers_are_the_client_connections(
     assert all(host == "127.0.0.1" for host, _ in fake.peers)
 
 
+@pytest.mark.slow
 async def test_subprocess_serves_signed_requests(session: aiohttp.ClientSession) -> None:
     # --host: another loopback address than the default, so the Host it expects must follow it.
     script = Path(__file__).with_name("fake_function_url.py")
@@ -241,6 +242,7 @@ async def test_subprocess_serves_signed_requests(session: aiohttp.ClientSession)
             await process.wait()
 
 
+@pytest.mark.slow
 async def test_https_with_ssl_context(session: aiohttp.ClientSession) -> None:
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()

@@ -32,6 +32,9 @@ from tests.fake_lambda_api import (
     http_stream,
 )
 
+# Not in the development loop (-m "not slow"): a fake server per test, driven by botocore.
+pytestmark = pytest.mark.slow
+
 AKID = "AKIDFAKELAMBDAAPI001"
 SECRET = "fake-lambda-api-secret-key"
 TOKEN = "fake-lambda-api-session-token"

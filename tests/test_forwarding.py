@@ -78,6 +78,7 @@ async def test_head(proxy: RunningProxy) -> None:
 
 
 # Every legal path and query a browser or curl can send; AWS (awscrt) must accept each.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("target", "path", "query"),
     [
@@ -325,6 +326,7 @@ def _expected_segments(parts: list[str]) -> list[str]:
     return kept
 
 
+@pytest.mark.slow
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -138,6 +138,7 @@ def test_an_empty_function_is_not_the_flag_syntax() -> None:
         parse_route("/u=function:")
 
 
+@pytest.mark.slow
 def test_url_and_function_together_exit_2_with_the_reason(tmp_path: Path) -> None:
     config = tmp_path / "proxy.toml"
     config.write_text(

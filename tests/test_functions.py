@@ -31,6 +31,9 @@ from tests.conftest import AKID, SECRET, running_proxy
 from tests.fake_function_url import FakeFunctionUrl, KeyRecord
 from tests.fake_lambda_api import INVOKE, FakeLambdaApi, FakeUrl
 
+# Not in the development loop (-m "not slow"): the installed command and the fake Lambda API.
+pytestmark = pytest.mark.slow
+
 URL = "https://abcdefghijklmnopqrstuvwxyz012345.lambda-url.us-east-1.on.aws/"
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:my-fn"
 

@@ -17,6 +17,9 @@ from tests.conftest import AKID, KEYS, SECRET, ProxyProcess
 from tests.fake_function_url import FakeFunctionUrl, KeyRecord
 from tests.fake_lambda_api import FakeLambdaApi, FakeUrl
 
+# Not in the development loop (-m "not slow"): each test starts the installed command, often twice.
+pytestmark = pytest.mark.slow
+
 OPEN_URL = "https://openopenopenopenopenopenopenopen.lambda-url.us-east-1.on.aws/"
 ROUTES = (
     "--route",

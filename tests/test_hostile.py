@@ -83,6 +83,7 @@ async def still_serving(proxy: RunningProxy) -> None:
         assert response.status == 200
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(MALFORMED))
 async def test_malformed_requests_get_a_4xx_and_reach_nothing(
     proxy: RunningProxy,
@@ -130,6 +131,7 @@ async def test_pipelined_requests_are_all_answered_in_order(
     assert [r.raw_path for r in fake.received] == ["/one", "/two", "/three"]
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -19,6 +19,9 @@ from tests.fake_function_url import FakeFunctionUrl
 from tests.test_hostile_round_two import echo, responses, send
 from tests.test_upstream_client import Answer, in_two_parts, scripted
 
+# Not in the development loop (-m "not slow"): each test starts the installed command.
+pytestmark = pytest.mark.slow
+
 CORS_PAGE = "http://localhost:5173"
 Start = Callable[..., Awaitable[ProxyProcess]]
 

@@ -29,6 +29,9 @@ from tests.conftest import (
 from tests.fake_function_url import FakeFunctionUrl
 from tests.test_hostile_round_two import responses, send
 
+# Not in the development loop (-m "not slow"): floods and timeouts by design.
+pytestmark = pytest.mark.slow
+
 TOKEN = "memory-token"
 HOST = b"Host: 127.0.0.1\r\n"
 # A head that grows a header line of 8000 bytes at a time (aiohttp's own limit is 8190 a line).

@@ -14,6 +14,9 @@ import pytest
 
 from tests.fake_function_url import FakeFunctionUrl
 
+# Not in the development loop (-m "not slow"): each test starts the installed command.
+pytestmark = pytest.mark.slow
+
 TOKEN = "round-two-token"
 
 

@@ -72,6 +72,7 @@ async def container(
 # --- who signs ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_each_route_reaches_its_function_as_its_own_role(
     fake: FakeFunctionUrl, sts: FakeSts
 ) -> None:
@@ -143,6 +144,7 @@ async def test_a_named_profile(
     assert identity.source == "shared-credentials-file"
 
 
+@pytest.mark.slow
 async def test_a_source_profile_role_chain_from_the_config_file(
     fake: FakeFunctionUrl, sts: FakeSts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -180,6 +182,7 @@ async def test_container_credentials(
 # --- rotation, the event loop, failure and recovery -------------------------------------------
 
 
+@pytest.mark.slow
 async def test_rotation_across_many_assumed_role_keys(fake: FakeFunctionUrl, sts: FakeSts) -> None:
     sts.issuer.lifetime = 2.5
     async with running_proxy(routes=[route("/fn", fake.url, role_arn=BILLING)]) as proxy:
@@ -195,6 +198,7 @@ async def test_rotation_across_many_assumed_role_keys(fake: FakeFunctionUrl, sts
     assert all(r.verified for r in fake.received)  # the fake refuses an expired key
 
 
+@pytest.mark.slow
 async def test_a_slow_credentials_endpoint_never_stalls_a_stream(
     fake: FakeFunctionUrl, container: FakeContainerCredentials
 ) -> None:
@@ -213,6 +217,7 @@ async def test_a_slow_credentials_endpoint_never_stalls_a_stream(
     assert worst < 0.1, f"the stream stalled for {worst:.3f} s"
 
 
+@pytest.mark.slow
 async def test_source_goes_away_and_comes_back(
     fake: FakeFunctionUrl,
     container: FakeContainerCredentials,
@@ -352,6 +357,7 @@ def test_route_flag_carries_route_options() -> None:
     assert (billing.timeout, billing.strip_prefix) == (30.0, False)
 
 
+@pytest.mark.slow
 async def test_check_prints_the_table_and_exits_0_when_all_are_usable(
     fake: FakeFunctionUrl, sts: FakeSts
 ) -> None:
@@ -385,6 +391,7 @@ async def test_check_prints_the_table_and_exits_0_when_all_are_usable(
     )
 
 
+@pytest.mark.slow
 async def test_check_exits_1_and_says_why(fake: FakeFunctionUrl, sts: FakeSts) -> None:
     sts.trust = {}
     result = await asyncio.to_thread(
@@ -407,6 +414,7 @@ async def test_check_exits_1_and_says_why(fake: FakeFunctionUrl, sts: FakeSts) -
     assert "0 of 1 routes have usable credentials" in result.stdout
 
 
+@pytest.mark.slow
 async def test_start_up_shows_each_routes_identity_and_account(
     fake: FakeFunctionUrl, sts: FakeSts
 ) -> None:

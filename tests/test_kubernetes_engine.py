@@ -45,7 +45,8 @@ from tests.kubernetes_files import (
     probe_command,
 )
 
-pytestmark = pytest.mark.timeout(300)  # the first test of a session pays for the image build
+# Not in the development loop; the first test of a session pays for the image build.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 REGION: Final = "ap-southeast-2"  # the fake's; as EKS's webhook would set AWS_REGION
 AGENT_PORT: Final = 8100

@@ -76,6 +76,7 @@ def test_every_locked_package_has_hashes_and_belongs_to_the_runtime() -> None:
     assert "pytest" not in locked() and "mypy" not in locked(), "test tools stay out of the image"
 
 
+@pytest.mark.slow
 def test_the_runtime_imports_only_what_pyproject_declares() -> None:
     declared = {canonicalize_name(r.name) for r in runtime_requirements()}
     undeclared = imported_distributions() - declared
@@ -123,6 +124,7 @@ def pip(*args: str) -> str:
     return result.stdout + result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("editable", [False, True], ids=["wheel", "editable"])
 def test_the_build_warns_of_nothing(editable: bool, tmp_path: Path) -> None:
     """The image builds a wheel, developers and CI an editable install. Verbose, because

@@ -103,3 +103,32 @@ def test_the_configuration_tables_defaults_are_the_settings_defaults() -> None:
                     assert shown[1] == expected, (variable, row[3])
                 checked += 1
     assert checked >= 8
+
+
+# The slow groups README's "Run the tests" names, and the modules that hold them.
+SLOW_MODULES = (
+    "test_container_engine",
+    "test_kubernetes_engine",
+    "test_browser",
+    "test_soak",
+    "test_configuration_matrix",
+    "test_disconnects",
+)
+
+
+def test_the_development_loop_leaves_out_only_what_readme_says() -> None:
+    """Both test commands are in README; the marker is registered; CI and README's main
+    command run everything; the groups README names as slow are marked so."""
+    commands = re.findall(r"^(python -m pytest.*?)\s*(?:#.*)?$", README, re.MULTILINE)
+    assert 'python -m pytest -m "not slow"' in commands, commands
+    main = "pip install --require-hashes -r requirements.lock && pip install -e '.[test]' && "
+    assert f"{main}python -m pytest" in README
+    markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"][
+        "markers"
+    ]
+    assert any(marker.startswith("slow:") for marker in markers), markers
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if "pytest" in line]
+    assert ci and all(" -m" not in line.partition("pytest")[2] for line in ci), ci
+    for module in SLOW_MODULES:
+        source = (ROOT / "tests" / f"{module}.py").read_text()
+        assert re.search(r"^pytestmark = \[?pytest\.mark\.slow", source, re.MULTILINE), module

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 import pytest_asyncio
 
 from proxy.app import LIVE
@@ -54,6 +55,7 @@ async def wait_for_line(proxy: ProxyProcess, text: str, after: int = 0, timeout:
     raise AssertionError(f"no line with {text!r}:\n" + "".join(proxy.lines[after:]))
 
 
+@pytest.mark.slow
 async def test_edits_apply_to_new_requests_while_in_flight_ones_finish(
     fake: FakeFunctionUrl, other: FakeFunctionUrl, tmp_path: Path
 ) -> None:
@@ -83,6 +85,7 @@ async def test_edits_apply_to_new_requests_while_in_flight_ones_finish(
         proxy.stop()
 
 
+@pytest.mark.slow
 async def test_a_broken_edit_is_refused_and_the_routes_stay(
     fake: FakeFunctionUrl, tmp_path: Path
 ) -> None:
@@ -116,6 +119,7 @@ async def test_a_broken_edit_is_refused_and_the_routes_stay(
     assert "Traceback" not in "".join(proxy.lines)
 
 
+@pytest.mark.slow
 async def test_sighup_reloads(
     fake: FakeFunctionUrl, other: FakeFunctionUrl, tmp_path: Path
 ) -> None:

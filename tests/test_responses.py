@@ -17,6 +17,7 @@ def expected_bytes(n: int) -> bytes:
     return b"".join(pattern(0, n))
 
 
+@pytest.mark.slow
 async def test_chunks_arrive_as_they_are_sent(proxy: RunningProxy) -> None:
     started = time.monotonic()
     arrivals: list[float] = []

@@ -39,6 +39,7 @@ def port_of(url: str) -> int:
     return port
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "request_line",
     [

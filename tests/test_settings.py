@@ -234,6 +234,7 @@ def test_help_names_every_setting_with_its_environment_variable() -> None:
     assert "(default: 8080)" in text and "(default: 127.0.0.1)" in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -254,6 +255,7 @@ def test_cli_refuses_bad_configuration_with_exit_2(args: list[str], message: str
     assert "Traceback" not in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_cli_route_flag_must_be_prefix_equals_url() -> None:
     result = subprocess.run(
         ["lambda-url-proxy", "--route", "/users"],
@@ -266,6 +268,7 @@ def test_cli_route_flag_must_be_prefix_equals_url() -> None:
     assert "'/users' is not PREFIX=URL" in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_configuration_error_in_json_logs_is_one_json_line() -> None:
     result = subprocess.run(
         ["lambda-url-proxy", "--log-format", "json", "--route", "/a=ftp://x.example"],

@@ -16,9 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+import pytest
+
 from proxy.settings import SHUTDOWN_GRACE
 from tests.conftest import AKID, SECRET, ProxyProcess, spawn
 from tests.fake_function_url import FakeFunctionUrl
+
+# Not in the development loop (-m "not slow"): signals and grace periods by design.
+pytestmark = pytest.mark.slow
 
 KEYS: Final = {"AWS_ACCESS_KEY_ID": AKID, "AWS_SECRET_ACCESS_KEY": SECRET}
 TICK: Final = b"tick\n"  # one chunk of the fake's /slow-stream

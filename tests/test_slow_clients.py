@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 
+import pytest
 import pytest_asyncio
 from yarl import URL
 
@@ -29,6 +30,7 @@ def port_of(proxy: RunningProxy) -> int:
     return port
 
 
+@pytest.mark.slow
 async def test_a_trickled_request_head_is_cut_off(strict: RunningProxy) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(strict))
 
@@ -49,6 +51,7 @@ async def test_a_trickled_request_head_is_cut_off(strict: RunningProxy) -> None:
     assert closed_after < 2.5, f"a slow head held the connection for {closed_after:.1f} s"
 
 
+@pytest.mark.slow
 async def test_a_trickled_body_gets_408(strict: RunningProxy, fake: FakeFunctionUrl) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(strict))
     writer.write(b"POST /fn/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nab")

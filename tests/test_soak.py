@@ -10,6 +10,9 @@ import pytest
 
 from tests.conftest import PYTHON, ROOT
 
+# Not in the development loop (-m "not slow"): the soak.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.timeout(90)
 def test_short_soak_is_flat_and_rotates_credentials() -> None:

@@ -50,6 +50,7 @@ async def debug_run(fake: FakeFunctionUrl, log_format: str) -> tuple[str, dict[s
     return "".join(proxy.lines), seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("log_format", ["text", "json"])
 async def test_debug_shows_the_proxys_decisions_and_no_secret(
     fake: FakeFunctionUrl, log_format: str

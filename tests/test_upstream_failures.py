@@ -136,6 +136,7 @@ def test_a_dns_failure_is_explained() -> None:
     assert "cannot connect (Name or service not known)" in refusal.message
 
 
+@pytest.mark.slow
 async def test_a_timeout_mid_body_cuts_the_client_response(
     fake: FakeFunctionUrl, aws_keys: None, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -130,6 +130,7 @@ def cuts_in(data: bytes) -> st.SearchStrategy[list[int]]:
     return st.lists(st.integers(0, len(data)), max_size=12)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(data=st.data(), answer=answers())
 def test_any_split_of_a_valid_answer_reads_the_same(
@@ -164,6 +165,7 @@ MALFORMED = [
 ]
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(data=st.data(), answer=st.sampled_from(MALFORMED))
 def test_any_split_of_a_malformed_answer_is_refused(

@@ -163,6 +163,7 @@ def test_answer_pieces() -> None:
     assert connection_line((1, 0), False) == b""
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(
     segments=st.lists(segment.filter(lambda s: s not in (".", "..")), max_size=4),

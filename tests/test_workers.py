@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from tests.conftest import AKID, SECRET, spawn
 from tests.fake_function_url import FakeFunctionUrl
+
+# Not in the development loop (-m "not slow"): two worker processes.
+pytestmark = pytest.mark.slow
 
 
 async def health_pid(port: int) -> int:
