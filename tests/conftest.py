@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,3 +234,13 @@ def threaded_stack(aws_keys: None) -> Iterator[Stack]:
 
 
 PYTHON = sys.executable
+
+
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections and that nothing else can take while the test
+    runs: bound, never listening. (A port found free and let go may become the proxy's own.)"""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        yield port
