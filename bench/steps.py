@@ -25,15 +25,15 @@ def _steps() -> list[tuple[str, Callable[[], object]]]:
     from proxy.aws_config import Resolved
     from proxy.credentials import Identity
     from proxy.exchange import Exchange
-    from proxy.forward import AMZ_CLOCK
     from proxy.headers import holds_control_bytes, request_header_lines, response_header_lines
     from proxy.logs import log_access
     from proxy.routing import Router, Upstream
     from proxy.settings import Route
-    from proxy.signing import EMPTY_SHA256, Credentials, sign_request
+    from proxy.signing import EMPTY_SHA256, AmzClock, Credentials, sign_request
     from proxy.target import split_target
     from proxy.wire import request_head
 
+    amz_clock = AmzClock()
     upstream = Upstream.from_route(
         Route(prefix="/", url="http://127.0.0.1:9"), Resolved("us-east-1", "bench"), Identity()
     )
@@ -68,7 +68,7 @@ def _steps() -> list[tuple[str, Callable[[], object]]]:
             credentials,
             upstream.region,
             upstream.service,
-            AMZ_CLOCK(),
+            amz_clock(),
         )
 
     def exchange_and_log() -> None:
@@ -96,7 +96,7 @@ def _steps() -> list[tuple[str, Callable[[], object]]]:
         (
             "signed request head (wire.request_head)",
             lambda: request_head(
-                "GET", upstream, "/small", "", b"", 0, EMPTY_SHA256, credentials, AMZ_CLOCK()
+                "GET", upstream, "/small", "", b"", 0, EMPTY_SHA256, credentials, amz_clock()
             ),
         ),
         ("response_header_lines", lambda: response_header_lines(answer_raw, None)),

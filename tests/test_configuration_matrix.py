@@ -102,16 +102,6 @@ async def fakes() -> AsyncIterator[dict[str, FakeFunctionUrl]]:
             await fake.stop()
 
 
-@pytest.fixture
-def processes() -> Iterator[list[ProxyProcess]]:
-    started: list[ProxyProcess] = []
-    yield started
-    for process in started:
-        if process.process.poll() is None:
-            process.process.kill()
-            process.process.wait()
-
-
 async def serve(
     processes: list[ProxyProcess], env: dict[str, str], *flags: str, prefix: tuple[str, ...] = ()
 ) -> ProxyProcess:
