@@ -366,7 +366,11 @@ class Identity:
             aws_access_key_id=creds.access_key,
             aws_secret_access_key=creds.secret_key,
             aws_session_token=creds.token,
-            config=botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 2}),
+            config=botocore.config.Config(
+                retries={"mode": "standard", "total_max_attempts": 1},
+                connect_timeout=WHOAMI_TIMEOUT,
+                read_timeout=WHOAMI_TIMEOUT,
+            ),
         )
         answer = client.get_caller_identity()
         self.caller_arn = str(answer["Arn"])

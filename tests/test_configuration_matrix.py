@@ -75,6 +75,8 @@ class Home:
             "PATH": os.environ["PATH"],
             "HOME": str(self.path),
             "AWS_EC2_METADATA_DISABLED": "true",
+            # STS GetCallerIdentity (check, an AccessDenied's explanation): a closed local port
+            "AWS_ENDPOINT_URL_STS": "http://127.0.0.1:9",
             **variables,
         }
 

@@ -4,6 +4,7 @@ refusal, against the fake's canned answers (AWS's own words); the classification
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -16,7 +17,8 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from proxy.diagnosis import region_hint
+from proxy.diagnosis import Cure, RouteFacts, diagnose, region_hint
+from proxy.review import BODY_LIMIT
 from tests.conftest import AKID, SECRET, route, running_proxy
 from tests.fake_credential_sources import FakeSts
 from tests.fake_function_url import (
@@ -28,6 +30,7 @@ from tests.fake_function_url import (
     FakeFunctionUrl,
     KeyRecord,
 )
+from tests.test_upstream_client import in_two_parts, ok, scripted
 
 LAMBDA_REGION_REFUSAL = b'{"message":"Credential should be scoped to a valid region. "}'
 ORIGIN = "http://localhost:5173"
@@ -283,3 +286,111 @@ async def test_a_request_is_never_sent_a_third_time(
         assert json.loads(answer.body)["message"].startswith("Signature expired")
         assert "more than 5 minutes from AWS's (after a retry)" in answer.line
         assert [r.verified for r in fake.received] == [False, False]
+
+
+# --- A refusal's body: waited for when it comes late, left alone when it is not AWS's -------
+
+
+def refusal(date: float, body: bytes) -> bytes:
+    return (
+        "HTTP/1.1 403 Forbidden\r\nx-amzn-ErrorType: InvalidSignatureException\r\n"
+        f"Date: {formatdate(date, usegmt=True)}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def test_a_refusal_whose_body_comes_late_is_still_read_and_resent(aws_keys: None) -> None:
+    expired = b'{"message":"Signature expired: 20270115T075000Z is now earlier than ..."}'
+
+    async def answer(writer: asyncio.StreamWriter, n: int) -> None:
+        if n == 1:
+            whole = refusal(time.time() + 600, expired)
+            await in_two_parts(whole[:-10], 0.2, whole[-10:])(writer, n)
+        else:
+            await ok()(writer, n)
+
+    async with (
+        scripted(answer) as upstream,
+        running_proxy(routes=[route("/fn", f"http://127.0.0.1:{upstream.port}")]) as proxy,
+        proxy.client.get(proxy.url + "/fn/x") as response,
+    ):
+        assert (response.status, await response.read()) == (200, b"ok")
+    first, second = (request.header("x-amz-date") or "" for request in upstream.received)
+    ahead = time.strftime("%Y%m%dT%H%M", time.gmtime(time.time() + 600))
+    assert second[:13] == ahead[:13] and first != second
+
+
+async def test_a_large_403_is_passed_through_unread_and_unexplained(aws_keys: None) -> None:
+    big = b"x" * (BODY_LIMIT * 4)
+
+    async def answer(writer: asyncio.StreamWriter, n: int) -> None:
+        writer.write(refusal(time.time(), big))
+        await writer.drain()
+
+    async with (
+        scripted(answer) as upstream,
+        running_proxy(routes=[route("/fn", f"http://127.0.0.1:{upstream.port}")]) as proxy,
+        proxy.client.get(proxy.url + "/fn/x") as response,
+    ):
+        assert (response.status, await response.read()) == (403, big)
+        assert "X-Proxy-Diagnosis" not in response.headers
+    assert len(upstream.received) == 1
+
+
+# --- The classification, pure ------------------------------------------------------------
+
+
+EXPIRED = b'{"message":"Signature expired: 20270115T075000Z is now earlier than ..."}'
+NOT_YET_CURRENT = b'{"message":"Signature not yet current: 20270115T081000Z is still later ..."}'
+
+
+def named(**known: str) -> RouteFacts:
+    return RouteFacts("/orders", "https://abc.lambda-url.eu-west-1.on.aws", "eu-west-1", **known)
+
+
+def test_a_route_naming_its_function_gets_the_logs_command_and_the_functions_arn() -> None:
+    arn = "arn:aws:lambda:eu-west-1:123456789012:function:orders"
+    failed = diagnose(
+        502, None, b"Internal Server Error", named(function="orders", request_id="r1")
+    )
+    assert failed is not None and failed.code == "function_error"
+    assert "request id r1 in `aws logs tail /aws/lambda/orders --since 10m`" in failed.explanation
+    timed_out = diagnose(504, "TimeoutError", b"", named(function="orders"))
+    assert timed_out is not None and "the function itself timed out" in timed_out.explanation
+    denied = diagnose(403, "AccessDeniedException", b"", named(function_arn=arn))
+    assert denied is not None and f'"Resource": "{arn}"' in denied.explanation
+    assert f"may not invoke {arn}" in denied.explanation
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "body", "code", "cure"),
+    [
+        (403, "InvalidSignatureException", EXPIRED, "clock_skew", Cure.CLOCK),
+        (403, "InvalidSignatureException", NOT_YET_CURRENT, "clock_skew", Cure.CLOCK),
+        (403, "ExpiredTokenException", b"", "credentials_rejected", Cure.CREDENTIALS),
+        (403, "UnrecognizedClientException", b"", "credentials_rejected", Cure.CREDENTIALS),
+        (403, "InvalidSignatureException", LAMBDA_REGION_REFUSAL, "wrong_region", None),
+        (403, "AccessDeniedException", b"", "access_denied", None),
+        (429, "TooManyRequestsException", b"", "throttled", None),
+    ],
+)
+def test_only_what_a_second_signature_mends_is_cured(
+    status: int, error_type: str, body: bytes, code: str, cure: Cure | None
+) -> None:
+    found = diagnose(status, error_type, body, named())
+    assert found is not None and (found.code, found.cure) == (code, cure)
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "body"),
+    [
+        (403, "InvalidSignatureException", b'{"message":"something new"}'),
+        (403, None, b"Forbidden"),  # a function's own 403
+        (502, None, b'{"error": "the function chose 502"}'),
+        (500, None, b""),
+        (200, None, b"Signature expired"),
+    ],
+)
+def test_what_it_does_not_know_it_leaves_alone(
+    status: int, error_type: str | None, body: bytes
+) -> None:
+    assert diagnose(status, error_type, body, named()) is None
