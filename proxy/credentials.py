@@ -310,15 +310,17 @@ class Identity:
             self._refreshing = False
 
     async def _refresh(self) -> float | None:
-        if self._chain is None:
-            self._chain = await asyncio.to_thread(self._resolve)
-        frozen = await asyncio.to_thread(self._chain.get_frozen_credentials)
+        # One chain throughout: renew() may drop self._chain while this awaits.
+        chain = self._chain
+        if chain is None:
+            chain = self._chain = await asyncio.to_thread(self._resolve)
+        frozen = await asyncio.to_thread(chain.get_frozen_credentials)
         if not frozen.access_key or not frozen.secret_key:
             raise LookupError("the credential source returned an empty access key or secret key")
-        expires_at = _expiry_epoch(self._chain)  # before the keys are kept: it may refuse them
+        expires_at = _expiry_epoch(chain)  # before the keys are kept: it may refuse them
         self._current = Credentials(frozen.access_key, frozen.secret_key, frozen.token or None)
         self._expires_at = expires_at
-        self.source = self._chain.method
+        self.source = chain.method
         self.account_id = getattr(frozen, "account_id", None) or self.spec.role_account
         self.refreshed_at = self._clock()
         self.error = None

@@ -90,7 +90,7 @@ def diagnose(
         )
     if status == 403 and error_type == "AccessDeniedException":
         return Diagnosis("access_denied", _denied(facts))
-    if status == 429:
+    if status == 429 and error_type == "TooManyRequestsException":  # not a function's own 429
         return Diagnosis(
             "throttled",
             "Lambda throttled the call (TooManyRequestsException): the function's reserved "
@@ -100,20 +100,6 @@ def diagnose(
     if status in (502, 504) and (error_type or head.strip() == FUNCTION_FAILED):
         return Diagnosis("function_error", _function_error(status, facts))
     return None
-
-
-def region_hint(
-    prefix: str,
-    url: str,
-    signed_region: str,
-    error_type: str | None,
-    body: bytes,
-    region_source: str | None = None,
-) -> str | None:
-    """The explanation of a 403 that says the signature's region is wrong, else None."""
-    facts = RouteFacts(prefix, url, signed_region, region_source)
-    found = diagnose(403, error_type, body, facts)
-    return found.explanation if found is not None and found.code == "wrong_region" else None
 
 
 def _as(facts: RouteFacts) -> str:

@@ -79,7 +79,10 @@ async def _diagnose(
 ) -> Diagnosis | None:
     if head.status not in REVIEWED:
         return None
-    body = await wire.whole(BODY_LIMIT) or b""
+    # AWS's own answers (x-amzn-ErrorType) are waited for; a function's own 403 or 502 may be
+    # a stream, which must not be held back: only what came with its head is read.
+    waits = head.error_type is not None or wire.done
+    body = (await wire.whole(BODY_LIMIT) or b"") if waits else b""
     if head.error_type == "AccessDeniedException":
         await upstream.identity.whoami()  # once per identity: who lacks the permission
     return diagnose(head.status, head.error_type, body, facts(upstream, credentials, head))

@@ -5,19 +5,21 @@ refusal, against the fake's canned answers (AWS's own words); the classification
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from multidict import CIMultiDictProxy
 
-from proxy.diagnosis import Cure, RouteFacts, diagnose, region_hint
+from proxy.diagnosis import Cure, RouteFacts, diagnose
 from proxy.review import BODY_LIMIT
 from tests.conftest import AKID, SECRET, route, running_proxy
 from tests.fake_credential_sources import FakeSts
@@ -30,10 +32,19 @@ from tests.fake_function_url import (
     FakeFunctionUrl,
     KeyRecord,
 )
-from tests.test_upstream_client import in_two_parts, ok, scripted
+from tests.test_upstream_client import Answer as Script
+from tests.test_upstream_client import ScriptedUpstream, in_two_parts, ok, scripted
 
 LAMBDA_REGION_REFUSAL = b'{"message":"Credential should be scoped to a valid region. "}'
 ORIGIN = "http://localhost:5173"
+
+
+def region_hint(
+    prefix: str, url: str, signed_region: str, error_type: str | None, body: bytes
+) -> str | None:
+    """The explanation of a refusal diagnosed as a wrong region, else None."""
+    found = diagnose(403, error_type, body, RouteFacts(prefix, url, signed_region))
+    return found.explanation if found is not None and found.code == "wrong_region" else None
 
 
 def access_line(caplog: pytest.LogCaptureFixture) -> logging.LogRecord:
@@ -291,6 +302,17 @@ async def test_a_request_is_never_sent_a_third_time(
 # --- A refusal's body: waited for when it comes late, left alone when it is not AWS's -------
 
 
+@contextlib.asynccontextmanager
+async def answered(answer: Script) -> AsyncIterator[tuple[ScriptedUpstream, ClientResponse]]:
+    """GET /fn/x through the proxy, to an upstream that answers with `answer`."""
+    async with (
+        scripted(answer) as upstream,
+        running_proxy(routes=[route("/fn", f"http://127.0.0.1:{upstream.port}")]) as proxy,
+        proxy.client.get(proxy.url + "/fn/x") as response,
+    ):
+        yield upstream, response
+
+
 def refusal(date: float, body: bytes) -> bytes:
     return (
         "HTTP/1.1 403 Forbidden\r\nx-amzn-ErrorType: InvalidSignatureException\r\n"
@@ -308,11 +330,7 @@ async def test_a_refusal_whose_body_comes_late_is_still_read_and_resent(aws_keys
         else:
             await ok()(writer, n)
 
-    async with (
-        scripted(answer) as upstream,
-        running_proxy(routes=[route("/fn", f"http://127.0.0.1:{upstream.port}")]) as proxy,
-        proxy.client.get(proxy.url + "/fn/x") as response,
-    ):
+    async with answered(answer) as (upstream, response):
         assert (response.status, await response.read()) == (200, b"ok")
     first, second = (request.header("x-amz-date") or "" for request in upstream.received)
     ahead = time.strftime("%Y%m%dT%H%M", time.gmtime(time.time() + 600))
@@ -326,11 +344,7 @@ async def test_a_large_403_is_passed_through_unread_and_unexplained(aws_keys: No
         writer.write(refusal(time.time(), big))
         await writer.drain()
 
-    async with (
-        scripted(answer) as upstream,
-        running_proxy(routes=[route("/fn", f"http://127.0.0.1:{upstream.port}")]) as proxy,
-        proxy.client.get(proxy.url + "/fn/x") as response,
-    ):
+    async with answered(answer) as (upstream, response):
         assert (response.status, await response.read()) == (403, big)
         assert "X-Proxy-Diagnosis" not in response.headers
     assert len(upstream.received) == 1
@@ -387,6 +401,7 @@ def test_only_what_a_second_signature_mends_is_cured(
         (403, None, b"Forbidden"),  # a function's own 403
         (502, None, b'{"error": "the function chose 502"}'),
         (500, None, b""),
+        (429, None, b"slow down"),  # the function's own rate limit
         (200, None, b"Signature expired"),
     ],
 )
@@ -394,3 +409,23 @@ def test_what_it_does_not_know_it_leaves_alone(
     status: int, error_type: str | None, body: bytes
 ) -> None:
     assert diagnose(status, error_type, body, named()) is None
+
+
+async def test_a_functions_own_streamed_403_is_not_held_back(aws_keys: None) -> None:
+    """No x-amzn-ErrorType: the function's answer, whose head goes to the client at once."""
+    release = asyncio.Event()
+
+    async def answer(writer: asyncio.StreamWriter, n: int) -> None:
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await writer.drain()
+        await release.wait()
+        writer.write(b"4\r\nlast\r\n0\r\n\r\n")
+        await writer.drain()
+
+    async with answered(answer) as (upstream, response):
+        assert response.status == 403  # arrived while the function still streams
+        assert await response.content.readexactly(5) == b"first"
+        release.set()
+        assert await response.read() == b"last"
+        assert "X-Proxy-Diagnosis" not in response.headers
+    assert len(upstream.received) == 1

@@ -5,8 +5,10 @@ estimate itself as a pure object with a frozen clock."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from email.utils import formatdate
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from proxy.skew import CORRECT_ABOVE, FIXES, AwsClock, Clocks, aws_now_in, describe, http_date
-from tests.conftest import AKID, SECRET, ProxyProcess
+from tests.conftest import AKID, SECRET, ProxyProcess, route, running_proxy
 from tests.fake_function_url import FakeFunctionUrl, KeyRecord
 from tests.test_configuration_matrix import Home, serve
 
@@ -208,3 +210,21 @@ async def test_a_clock_that_is_right_is_measured_and_left_alone(
     told = [line for line in proxy.lines if "AWS's clock" in line]
     assert len(told) == 1 and "this machine's (from its first answer)" in told[0], told
     assert "WARNING" not in told[0]
+
+
+async def test_requests_refused_together_are_each_sent_at_most_twice(
+    skewed: FakeFunctionUrl, aws_keys: None
+) -> None:
+    """The first requests after the drift race the correction: each is re-signed once."""
+    async with running_proxy(routes=[route("/fn", skewed.url)]) as proxy:
+
+        async def get(n: int) -> int:
+            async with proxy.client.get(f"{proxy.url}/fn/{n}") as response:
+                await response.read()
+                return response.status
+
+        statuses = await asyncio.gather(*(get(n) for n in range(8)))
+    assert statuses == [200] * 8
+    sent = Counter(r.raw_path for r in skewed.received)
+    assert set(sent) == {f"/{n}" for n in range(8)} and max(sent.values()) <= 2
+    assert all(r.verified for r in skewed.received if sent[r.raw_path] == 1)
