@@ -133,20 +133,24 @@ async def read_body(request: web.BaseRequest, limit: int, hint: str) -> bytes:
     return bytes(body)
 
 
-def health(state: ProxyState) -> tuple[int, object]:
+def health(state: ProxyState, client: UpstreamClient) -> tuple[int, object]:
     return 200, {"status": "ok", "pid": os.getpid()}
 
 
-def ready(state: ProxyState) -> tuple[int, object]:
+def ready(state: ProxyState, client: UpstreamClient) -> tuple[int, object]:
     identities = [identity.status() for identity in state.identities.values()]
     unusable = [status for status in identities if not status["usable"]]
-    body: dict[str, object] = {"ready": not unusable, "identities": identities}
+    body: dict[str, object] = {
+        "ready": not unusable,
+        "identities": identities,
+        "clocks": client.clocks.status(),  # AWS's clock as each upstream's answers show it
+    }
     if unusable:
         body["reason"] = "; ".join(str(status["error"]) for status in unusable)
     return 503 if unusable else 200, body
 
 
-def routes(state: ProxyState) -> tuple[int, object]:
+def routes(state: ProxyState, client: UpstreamClient) -> tuple[int, object]:
     table = [
         {
             "prefix": upstream.prefix,
@@ -166,21 +170,21 @@ def routes(state: ProxyState) -> tuple[int, object]:
 
 
 HEALTH_PATH: Final = f"{RESERVED_PREFIX}/health"
-RESERVED: Final[dict[str, Callable[[ProxyState], tuple[int, object]]]] = {
+RESERVED: Final[dict[str, Callable[[ProxyState, UpstreamClient], tuple[int, object]]]] = {
     HEALTH_PATH: health,
     f"{RESERVED_PREFIX}/ready": ready,
     f"{RESERVED_PREFIX}/routes": routes,
 }
 
 
-def _reserved(state: ProxyState, path: str) -> tuple[int, object]:
+def _reserved(state: ProxyState, client: UpstreamClient, path: str) -> tuple[int, object]:
     endpoint = RESERVED.get(path.rstrip("/"))
     if endpoint is None:
         raise NoRoute(
             f"{path} is reserved for the proxy and never forwarded; its endpoints are "
             + ", ".join(RESERVED)
         )
-    return endpoint(state)
+    return endpoint(state, client)
 
 
 def _check_request_line(request: web.BaseRequest, raw_target: str) -> None:
@@ -308,7 +312,7 @@ async def _serve(
     if path != HEALTH_PATH and state.access.restricted:
         state.access.check(request)  # the health check stays open, for orchestrators
     if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
-        status, data = _reserved(state, path)
+        status, data = _reserved(state, client, path)
         exchange.quiet = True  # health probes every few seconds would drown the log
         return downstream.json(request, status, data, cors, exchange)
     upstream = _match(state.router, path)

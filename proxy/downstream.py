@@ -21,7 +21,6 @@ import functools
 import json as jsonlib
 import sys
 import time
-from collections.abc import Callable
 from email.utils import formatdate
 from typing import Final
 
@@ -137,7 +136,6 @@ async def stream(
     wire: Wire,
     cors: CorsPolicy,
     exchange: Exchange,
-    first_part: Callable[[bytes], None] | None = None,
 ) -> Written:
     """Copy an answer to the client as it arrives. The head waits for the first part of the
     body only if that part has already arrived (one write instead of two); a function still at
@@ -163,8 +161,6 @@ async def stream(
         data = wire.take()
     except (ConnectionError, OSError, Malformed) as error:
         return abort(request, exchange, error)
-    if first_part is not None:
-        first_part(b"".join(data))
     writer, protocol = request.writer, request.protocol
     while True:
         if data:

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from functools import partial
 from typing import Any, Final
 
 from aiohttp import web
@@ -21,10 +22,11 @@ from proxy.cors import CorsPolicy
 from proxy.deadline import Deadline
 from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
 from proxy.exchange import Exchange
-from proxy.forbidden import region_hint
 from proxy.headers import request_header_lines
+from proxy.review import REVIEWED, review
 from proxy.routing import Upstream
-from proxy.signing import EMPTY_SHA256, AmzClock, Credentials
+from proxy.signing import EMPTY_SHA256, Credentials
+from proxy.skew import AwsClock
 from proxy.trace import Trace
 from proxy.upstream import ConnectFailed, Head, Malformed, UpstreamClient, Wire
 from proxy.wire import request_head
@@ -35,7 +37,6 @@ log = logging.getLogger("proxy.upstream")
 # first connection could not be made at all.
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_DELAY: Final = 0.2
-AMZ_CLOCK: Final = AmzClock()
 
 
 async def forward(
@@ -56,8 +57,12 @@ async def forward(
     trace = Trace(request.method, _shown(path, query), upstream) if client.debug else None
     sent: tuple[Wire, Head] | None = None
     try:
-        sent = await _send(request, client, upstream, credentials, path, query, body, trace)
-        return await _answer(request, upstream, *sent, cors, exchange)
+        clock = client.clocks.get(upstream.origin, upstream.host)
+        sent = await _send(request, client, upstream, credentials, path, query, body, trace, clock)
+        if sent[1].status in REVIEWED:  # explained; a second signature may mend it (issue #13)
+            again = partial(_send_again, request, client, upstream, path, query, body, trace, clock)
+            sent = await review(sent, upstream, credentials, clock, client, exchange, again)
+        return await _answer(request, *sent, cors, exchange)
     except asyncio.CancelledError:
         if not deadline.reached():
             raise
@@ -73,26 +78,14 @@ async def forward(
 
 
 async def _answer(
-    request: web.BaseRequest,
-    upstream: Upstream,
-    wire: Wire,
-    head: Head,
-    cors: CorsPolicy,
-    exchange: Exchange,
+    request: web.BaseRequest, wire: Wire, head: Head, cors: CorsPolicy, exchange: Exchange
 ) -> web.StreamResponse:
     exchange.status = head.status
     exchange.request_id = head.request_id
     exchange.error_type = head.error_type
-    explain = (
-        (lambda body: _explain_forbidden(upstream, exchange, body)) if head.status == 403 else None
-    )
     if wire.done:
-        body = wire.read_nowait()
-        if explain is not None:
-            explain(body)
-        return downstream.whole(request, head, body, cors, exchange)
-    # AWS's refusals are small: what has arrived of a 403 is all of it.
-    return await downstream.stream(request, head, wire, cors, exchange, explain)
+        return downstream.whole(request, head, wire.read_nowait(), cors, exchange)
+    return await downstream.stream(request, head, wire, cors, exchange)
 
 
 async def _send(
@@ -104,10 +97,13 @@ async def _send(
     query: str,
     body: bytes,
     trace: Trace | None,
+    clock: AwsClock,
+    once: bool = False,
 ) -> tuple[Wire, Head]:
     """Write the signed request on a pooled connection and read the answer's head. A request
     whose connection could not be made is tried once more if it is idempotent, signed afresh
-    (a request must reach AWS within 5 minutes of its x-amz-date); nothing is ever sent twice."""
+    (a request must reach AWS within 5 minutes of its x-amz-date); nothing is ever sent twice
+    by this (`once`: this is already the second sending, proxy/review.py's)."""
     method = request.method
     try:
         forwarded = request_header_lines(request.headers, request.raw_headers)
@@ -117,9 +113,9 @@ async def _send(
     payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
     if trace is not None:
         trace.route(upstream_path, query, credentials)
-    attempts = 2 if method in IDEMPOTENT else 1
+    attempts = 2 if method in IDEMPOTENT and not once else 1
     for attempt in range(1, attempts + 1):
-        timestamp = AMZ_CLOCK()
+        timestamp = clock()
         head = request_head(
             method, upstream, upstream_path, query, forwarded, len(body), payload_hash,
             credentials, timestamp,
@@ -142,8 +138,27 @@ async def _send(
             continue
         if trace is not None:
             trace.connected = time.perf_counter()
-        return await _exchange(upstream, wire, method, head, body, trace)
+        sent = await _exchange(upstream, wire, method, head, body, trace)
+        clock.observe(sent[1].date)
+        return sent
     raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
+
+
+async def _send_again(
+    request: web.BaseRequest,
+    client: UpstreamClient,
+    upstream: Upstream,
+    path: str,
+    query: str,
+    body: bytes,
+    trace: Trace | None,
+    clock: AwsClock,
+    credentials: Credentials,
+) -> tuple[Wire, Head]:
+    """The second and last sending of a refused request (proxy/review.py), signed afresh."""
+    return await _send(
+        request, client, upstream, credentials, path, query, body, trace, clock, once=True
+    )
 
 
 async def _exchange(
@@ -197,15 +212,4 @@ def _timed_out(upstream: Upstream) -> UpstreamTimeout:
     return UpstreamTimeout(
         f"route {upstream.prefix!r}: {upstream.url} did not answer within "
         f"{upstream.timeout:g} s; raise the route's timeout if the function needs longer"
-    )
-
-
-def _explain_forbidden(upstream: Upstream, exchange: Exchange, body: bytes) -> None:
-    exchange.hint = region_hint(
-        upstream.prefix,
-        upstream.url,
-        upstream.region,
-        exchange.error_type,
-        body,
-        upstream.region_source,
     )

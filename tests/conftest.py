@@ -47,6 +47,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         }:
             monkeypatch.delenv(key)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # STS GetCallerIdentity (an AccessDenied's explanation) asks a closed port, never AWS.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:9")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
 
@@ -187,6 +189,17 @@ def spawn_proxy() -> Iterator[Any]:
         if running.process.poll() is None:
             running.process.kill()
             running.process.wait()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ProxyProcess]]:
+    """The proxy processes a test started itself (with `spawn`): killed if still running."""
+    started: list[ProxyProcess] = []
+    yield started
+    for process in started:
+        if process.process.poll() is None:
+            process.process.kill()
+            process.process.wait()
 
 
 @pytest_asyncio.fixture

@@ -162,6 +162,12 @@ async def test_check_passes_when_every_function_is_found(lambda_api: FakeLambdaA
 
     assert result.returncode == 0, result
     assert "FAILED" not in result.stdout
+    # AWS's clock from one unsigned request to each host, but never to a URL anyone may call:
+    # it would run the function (issue #13).
+    clocks = {line.split()[0]: line for line in result.stdout.splitlines() if " clock: " in line}
+    assert "not measured: the function's URL has AuthType NONE" in clocks["/b"]
+    assert "AWS's clock is within 1 s of this machine's" in clocks["/a"]
+    assert "AWS's clock is within 1 s of this machine's" in clocks["/c"]  # the Lambda API
 
 
 @pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL"])
