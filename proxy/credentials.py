@@ -214,10 +214,16 @@ class Identity:
             raise CredentialsUnavailable(self.unavailable_reason())
         return creds
 
+    @property
+    def first_pending(self) -> bool:
+        """The very first resolution is still running: credentials() waits for it. Otherwise
+        current() answers at once, and the request path needs no await for it."""
+        return self._current is None and not self._first_attempt.is_set()
+
     async def credentials(self) -> Credentials:
         """current(), except that a request arriving while the very first resolution is still
         running waits for it rather than failing."""
-        if self._current is None and not self._first_attempt.is_set():
+        if self.first_pending:
             await self._first_attempt.wait()
         return self.current()
 

@@ -43,7 +43,8 @@ Resend = Callable[[Credentials], Awaitable[Sent]]
 
 
 async def review(
-    first: Sent,
+    wire: Wire,
+    head: Head,
     upstream: Upstream,
     credentials: Credentials,
     clock: AwsClock,
@@ -51,10 +52,9 @@ async def review(
     exchange: Exchange,
     resend: Resend,
 ) -> Sent:
-    """The answer to give the client: `first`, explained, or the answer to the one re-signed
-    attempt a curable refusal earns. `first`'s wire stays the caller's to release if this
-    raises."""
-    wire, head = first
+    """The answer to give the client: the first (`wire`, `head`), explained, or the answer to
+    the one re-signed attempt a curable refusal earns. The first wire stays the caller's to
+    release if this raises."""
     diagnosis = await _diagnose(wire, head, upstream, credentials)
     if diagnosis is not None and diagnosis.cure is not None:
         cured = await _cure(diagnosis, wire, head, upstream, credentials, clock)

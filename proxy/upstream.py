@@ -246,7 +246,6 @@ class Wire(asyncio.Protocol):
         self._head = None
         self._skip_body = skip_body
         self._carry = b""
-        self.forget_unread()  # a client that hung up left them: never the next answer's
         if len(body) > COPY_LIMIT:
             self.transport.writelines((head, body))
         else:
@@ -254,6 +253,16 @@ class Wire(asyncio.Protocol):
 
     async def head(self) -> Head:
         """The answer's head, once it has come (interim 1xx answers skipped)."""
+        while self._head is None:
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+        return self._head
+
+    async def ask(self, head: bytes, body: bytes, skip_body: bool = False) -> Head:
+        """send(), then the answer's head as head() gives it, in one coroutine: the request
+        path's common case, where a frame more costs every request its wake-up."""
+        self.send(head, body, skip_body)
         while self._head is None:
             if self.error is not None:
                 raise self.error
@@ -274,6 +283,13 @@ class Wire(asyncio.Protocol):
             self._paused = False
             self.transport.resume_reading()
         return parts
+
+    @property
+    def unread(self) -> bool:
+        """Part of the body is still waiting to be taken: the request gave up (its task was
+        cancelled) after the answer had come whole. Reused, the connection would hand those
+        bytes to the next request as the start of its own answer."""
+        return bool(self._chunks)
 
     def read_nowait(self) -> bytes:
         """All of the body that has arrived, as one piece (a whole answer's)."""
@@ -299,14 +315,6 @@ class Wire(asyncio.Protocol):
             if self.done:
                 return []
             await self._wait()
-
-    def forget_unread(self) -> None:
-        """Drop what arrived of the last answer's body and nobody read."""
-        self._chunks = []
-        self._buffered = 0
-        if self._paused and self.transport is not None and not self.closed:
-            self._paused = False
-            self.transport.resume_reading()
 
     def close(self) -> None:
         self.reusable = False
@@ -367,13 +375,13 @@ class Wire(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def _wait(self) -> None:
+    def _wait(self) -> asyncio.Future[None]:
+        """The future the parser's callbacks resolve (_wake), awaited where it is asked for: a
+        coroutine here would be one frame more on every request's wake-up. A future left by a
+        cancelled wait is done, so _wake passes it by."""
         waiter = self.loop.create_future()
         self._waiter = waiter
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+        return waiter
 
 
 class UpstreamClient:
@@ -404,12 +412,12 @@ class UpstreamClient:
         return None
 
     def release(self, wire: Wire) -> None:
-        """The answer is all read: the connection waits for the next request, unless it may
-        not carry one (the upstream said close, the body ended with the connection)."""
-        if not wire.reusable or wire.closed:
+        """The answer is done with: the connection waits for the next request, unless it may
+        not carry one (the upstream said close, the body ended with the connection, the answer
+        was not all read)."""
+        if not wire.reusable or wire.closed or wire.unread:
             wire.close()
             return
-        wire.forget_unread()  # the client hung up before it read all: no memory held idle
         # The wire's loop: asyncio.get_running_loop() makes a getpid() system call on 3.11.
         loop = wire.loop
         wire.idle_since = loop.time()
