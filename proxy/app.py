@@ -32,6 +32,7 @@ from proxy.errors import (
 )
 from proxy.exchange import Exchange
 from proxy.forward import forward
+from proxy.invoke import invoke
 from proxy.logs import log_access
 from proxy.routing import Router, Upstream
 from proxy.settings import RESERVED_PREFIX, Settings
@@ -270,7 +271,7 @@ async def handle(
     except ProxyError as error:
         exchange.outcome = error.code
         if error.status >= 500:
-            exchange.detail = error.message
+            exchange.detail = error.detail  # a function's own error message included
         return downstream.error(request, error, state.cors, exchange)
     except asyncio.CancelledError:
         exchange.outcome = exchange.outcome or (
@@ -314,13 +315,15 @@ async def _serve(
     upstream = _match(state.router, path)
     exchange.route = upstream.prefix
     credentials = await upstream.identity.credentials()  # before reading a body for nothing
+    # A function without a URL is invoked through the Lambda API (proxy/invoke.py).
+    send = forward if upstream.invoke is None else invoke
     if not request.body_exists:  # no timer and no share of the budget for the majority
-        return await forward(
+        return await send(
             request, client, upstream, credentials, path, query, b"", exchange, cors, task
         )
     body = await _body(request, live, task)
     try:
-        return await forward(
+        return await send(
             request, client, upstream, credentials, path, query, body, exchange, cors, task
         )
     finally:

@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from email.utils import formatdate
-from typing import Final
+from typing import Final, Protocol
 
 from aiohttp import web
 
@@ -32,7 +32,7 @@ from proxy.cors import CorsPolicy
 from proxy.errors import ERROR_HEADER, ProxyError
 from proxy.exchange import Exchange
 from proxy.headers import kept_names, response_header_lines
-from proxy.upstream import Head, Malformed, Wire
+from proxy.upstream import Head, Malformed
 from proxy.wire import LAST_CHUNK, NO_BODY_STATUSES, Version, connection_line, status_line
 
 HTTP_11: Final = (1, 1)
@@ -57,6 +57,18 @@ class HttpDate:
 
 
 date_line: Final = HttpDate()
+
+
+class Body(Protocol):
+    """An answer's body as it arrives: an upstream's Wire, or an invoked function's stream
+    (proxy/invoke.py). take(): the parts that have arrived; more(): waits for the next, []
+    at the end; `done`: all of it has been taken."""
+
+    done: bool
+
+    def take(self) -> list[bytes]: ...
+
+    async def more(self) -> list[bytes]: ...
 
 
 def keeps_alive(request: web.BaseRequest) -> bool:
@@ -134,7 +146,7 @@ def whole(
 async def stream(
     request: web.BaseRequest,
     head: Head,
-    wire: Wire,
+    wire: Body,
     cors: CorsPolicy,
     exchange: Exchange,
     first_part: Callable[[bytes], None] | None = None,

@@ -21,6 +21,7 @@ ProxyError                      every error the proxy answers itself
 ├── FunctionAccessDenied        502 function_access_denied  (the Lambda API refused the identity)
 ├── FunctionThrottled           429 function_throttled      (TooManyRequestsException)
 ├── FunctionUnresolved          503 function_unresolved     (its URL not looked up yet)
+├── InvokeFailed                502 invoke_failed           (the Lambda API refused an Invoke)
 └── FunctionError               502 function_error          (the function failed, or its answer
                                                              cannot be made an HTTP answer)
 
@@ -159,6 +160,11 @@ class FunctionThrottled(ProxyError):
 class FunctionUnresolved(ProxyError):
     code = "function_unresolved"
     status = 503
+
+
+class InvokeFailed(ProxyError):
+    code = "invoke_failed"
+    status = 502
 
 
 class FunctionError(ProxyError):

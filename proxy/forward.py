@@ -58,6 +58,10 @@ async def forward(
     try:
         sent = await _send(request, client, upstream, credentials, path, query, body, trace)
         return await _answer(request, upstream, *sent, cors, exchange)
+    except UpstreamUnreachable:
+        if upstream.function is not None:  # a function's URL: recreated elsewhere? (issue #14)
+            upstream.function.look_again()
+        raise
     except asyncio.CancelledError:
         if not deadline.reached():
             raise
@@ -83,6 +87,8 @@ async def _answer(
     exchange.status = head.status
     exchange.request_id = head.request_id
     exchange.error_type = head.error_type
+    if head.status == 404 and upstream.function is not None:
+        upstream.function.look_again()  # the URL deleted? (at most every AGAIN_AFTER seconds)
     explain = (
         (lambda body: _explain_forbidden(upstream, exchange, body)) if head.status == 403 else None
     )
