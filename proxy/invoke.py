@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import random
 import time
-import uuid
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -61,6 +61,9 @@ API_HEADERS: Final = (
     f"Content-Type: application/json\r\nUser-Agent: lambda-url-proxy/{__version__}\r\n".encode()
 )
 RETRY_DELAY: Final = 0.2
+# RFC 9562 section 5.4: version 4 in bits 76-79, variant 0b10 in bits 62-63.
+UUID_V4: Final = 0x4 << 76 | 0x2 << 62
+UUID_KEPT: Final = ~(0xF << 76 | 0x3 << 62)
 AMZ_CLOCK: Final = AmzClock()
 FUNCTION_ERROR: Final = b"x-amz-function-error"
 CONTENT_TYPE: Final = b"content-type"
@@ -143,13 +146,21 @@ def _event(
     function = upstream.function.function if upstream.function is not None else ""
     event = build_event(
         http,
-        request_id=str(uuid.uuid4()),
+        request_id=_request_id(),
         now=time.time(),
         domain_name=request.host,
         account_id=_account(function) or identity.account_id or "",
         caller=Caller(credentials.access_key, identity.account_id),
     )
     return json.dumps(event, separators=(",", ":")).encode()
+
+
+def _request_id() -> str:
+    """A version 4 UUID, as requestContext.requestId: unique, not secret, so from `random`
+    rather than uuid4's os.urandom (a system call: 2 % of an invoke's CPU, bench)."""
+    bits = random.getrandbits(128) & UUID_KEPT | UUID_V4
+    text = f"{bits:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _event_path(upstream: Upstream, raw_path: str, path: str) -> str:

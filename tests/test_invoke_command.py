@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -110,6 +111,8 @@ async def test_the_function_gets_a_function_urls_event(
         ("Content-Type", "text/plain; charset=utf-8"),
         ("User-Agent", "the-test/1.0"),
         ("Authorization", "Bearer the client's own"),
+        ("X-Amz-Date", "20200101T000000Z"),
+        ("X-Forwarded-For", "203.0.113.9"),
     ]
     async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
         async with client.post(
@@ -141,7 +144,7 @@ async def test_the_function_gets_a_function_urls_event(
         "127.0.0.1",
         str(len("héllo".encode())),
     )
-    assert "cookie" not in sent and "authorization" not in sent  # the client's own: dropped
+    assert not {"cookie", "authorization", "x-amz-date"} & sent.keys()  # the client's own
     context = event["requestContext"]
     assert (context["domainName"], context["domainPrefix"], context["apiId"]) == (
         f"127.0.0.1:{process.port}",
@@ -158,7 +161,7 @@ async def test_the_function_gets_a_function_urls_event(
     assert (context["routeKey"], context["stage"]) == ("$default", "$default")
     assert re.fullmatch(r"\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000", context["time"])
     assert isinstance(context["timeEpoch"], int) and context["timeEpoch"] > 1_700_000_000_000
-    assert re.fullmatch(r"[0-9a-f-]{36}", context["requestId"])
+    assert uuid.UUID(context["requestId"]).version == 4
     assert context["authorizer"]["iam"]["accessKey"] == AKID
     assert "accountId" in context
     assert (event["body"], event["isBase64Encoded"]) == ("héllo", False)
@@ -200,12 +203,14 @@ async def test_a_result_that_is_no_http_answer_is_200_json(
     process = await start(
         spawn_proxy, lambda_api, "/plain=function:plain", "/list=function:listing"
     )
+    lookups = len(lambda_api.peers)  # botocore's connections
 
     status, headers, plain = await ask(process, "/plain")
     listing = await ask(process, "/list")
 
     assert (status, headers["Content-Type"], plain) == (200, "application/json", b'"Hello, world!"')
     assert (listing[0], listing[2]) == (200, b"[1, 2, 3]")
+    assert len(lambda_api.peers) == lookups + 1  # the invokes shared one kept-alive connection
 
 
 async def test_a_function_error_is_502_with_its_message_in_the_log_only(
@@ -226,14 +231,19 @@ async def test_a_function_error_is_502_with_its_message_in_the_log_only(
 async def test_the_qualifier_is_passed_to_invoke(
     lambda_api: FakeLambdaApi, spawn_proxy: Any
 ) -> None:
-    process = await start(spawn_proxy, lambda_api, "/q=function:echo,qualifier=prod")
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:echo"
+    process = await start(
+        spawn_proxy, lambda_api, "/q=function:echo,qualifier=prod", f"/arn=function:{arn}"
+    )
 
     assert (await ask(process, "/q/1"))[0] == 200
-    [route] = json.loads((await ask(process, "/_proxy/routes"))[2])["routes"]
+    by_arn = json.loads((await ask(process, "/arn/1"))[2])
+    route = json.loads((await ask(process, "/_proxy/routes"))[2])["routes"][1]
 
     lookups = [call.qualifier for call in lambda_api.calls if call.operation == GET_URL]
     invokes = [call.qualifier for call in lambda_api.calls if call.operation == INVOKE]
-    assert (lookups, invokes) == (["prod"], ["prod"])
+    assert (sorted(lookups, key=str), invokes) == ([None, "prod"], ["prod", None])
+    assert by_arn["requestContext"]["accountId"] == "123456789012"  # the ARN's account
     assert (route["via"], route["lambda_api"], route["url"]) == ("lambda_api", lambda_api.url, None)
     assert (route["qualifier"], route["invoke_mode"]) == ("prod", "BUFFERED")
 
@@ -406,3 +416,28 @@ async def test_a_404_from_the_url_looks_it_up_again(
     await until(lambda: lookups() == 2, process)
     await asyncio.sleep(0.2)
     assert lookups() == 2
+
+
+async def test_answers_without_a_body_keep_the_connection_usable(
+    lambda_api: FakeLambdaApi, spawn_proxy: Any
+) -> None:
+    """A 204 the function gives a body, and the answer to HEAD, go without it: the next
+    request on the same connection is read as it should be."""
+    lambda_api.add_function("nobody", lambda event: {"statusCode": 204, "body": "not sent"})
+    process = await start(
+        spawn_proxy, lambda_api, "/nobody=function:nobody", "/plain=function:plain"
+    )
+    answers = []
+    connector = aiohttp.TCPConnector(limit=1)  # one connection for every request
+    async with aiohttp.ClientSession(timeout=TIMEOUT, connector=connector) as client:
+        for method, path in (("GET", "/nobody"), ("HEAD", "/plain"), ("GET", "/plain")):
+            async with client.request(method, process.url + path) as answer:
+                answers.append((answer.status, await answer.read()))
+
+    assert answers == [(204, b""), (200, b""), (200, b'"Hello, world!"')]
+    invokes = [call for call in lambda_api.calls if call.operation == INVOKE]
+    assert [call.event["requestContext"]["http"]["method"] for call in invokes] == [
+        "GET",
+        "HEAD",
+        "GET",
+    ]
