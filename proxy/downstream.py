@@ -257,6 +257,8 @@ def error(
     lines = JSON + f"{ERROR_HEADER}: {error.code}\r\n".encode()
     if error.status == 401:
         lines += b'WWW-Authenticate: Bearer realm="lambda-url-proxy"\r\n'
+    if error.retry_after is not None:
+        lines += b"Retry-After: %s\r\n" % error.retry_after.encode("latin-1")
     keep_alive = request.content.is_eof()
     return own(request, error.status, lines, error.body(), cors, exchange, keep_alive)
 

@@ -41,6 +41,9 @@ class ProxyError(Exception):
     code: ClassVar[str] = "internal_error"
     status: ClassVar[int] = 500
 
+    # Retry-After, when the cause said when to try again (Lambda's throttling does).
+    retry_after: str | None = None
+
     def __init__(self, message: str, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message

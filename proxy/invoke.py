@@ -319,10 +319,14 @@ def _refused(upstream: Upstream, head: Head, body: bytes, event_size: int) -> Pr
         )
     if code == "TooManyRequestsException" or head.status == 429:
         reason = fields.get("Reason") or fields.get("reason")
-        return FunctionThrottled(
+        throttled = FunctionThrottled(
             f"Lambda throttled invoking {named} ({reason or code}: {said}); retry after a "
             "moment, or raise the function's reserved concurrency"
         )
+        retry_after = _header(head, b"retry-after")
+        if retry_after is not None and retry_after.isdigit():  # passed on as Lambda said it
+            throttled.retry_after = retry_after
+        return throttled
     if code == "RequestTooLargeException" or head.status == 413:
         return BodyTooLarge(
             f"the event for this request is {event_size} bytes, over Lambda's 6 MB limit on "

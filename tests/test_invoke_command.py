@@ -314,12 +314,14 @@ async def test_refusals_of_the_lambda_api_in_the_proxys_shape(
 ) -> None:
     process = await start(spawn_proxy, lambda_api, "/echo=function:echo", "/plain=function:plain")
     answers: dict[str, tuple[int, str, str]] = {}
+    retry_after: list[str | None] = []
     async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
 
         async def ask(name: str, path: str, **options: Any) -> None:
             async with client.post(process.url + path, **options) as answer:
                 body = await answer.json()
                 answers[name] = (answer.status, answer.headers["X-Proxy-Error"], body["message"])
+                retry_after.append(answer.headers.get("Retry-After"))
 
         lambda_api.throttle(INVOKE)
         await ask("throttled", "/echo/1")
@@ -332,6 +334,7 @@ async def test_refusals_of_the_lambda_api_in_the_proxys_shape(
 
     assert answers["throttled"][:2] == (429, "function_throttled")
     assert "ConcurrentInvocationLimitExceeded" in answers["throttled"][2]
+    assert retry_after == ["1", None, None, None]  # Lambda's, passed on with its 429
     assert answers["too_large"][:2] == (413, "body_too_large")
     assert "6 MB" in answers["too_large"][2] and "base64" in answers["too_large"][2]
     assert answers["gone"][:2] == (502, "function_not_found")
@@ -441,3 +444,37 @@ async def test_answers_without_a_body_keep_the_connection_usable(
         "HEAD",
         "GET",
     ]
+
+
+async def test_the_routes_timeout_covers_the_invoke_and_its_stream(
+    lambda_api: FakeLambdaApi, spawn_proxy: Any
+) -> None:
+    async def slow(event: Any) -> Any:
+        await asyncio.sleep(10)
+        return "too late"
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield b"a first part"
+        await asyncio.sleep(10)
+        yield b"never sent"
+
+    lambda_api.add_function("slow", slow)
+    lambda_api.add_function("stalls", lambda event: Streamed(stalls()))
+    process = await start(
+        spawn_proxy,
+        lambda_api,
+        "/slow=function:slow,timeout=1",
+        "/stalls=function:stalls,invoke_mode=RESPONSE_STREAM,timeout=1",
+    )
+
+    status, headers, answer = await ask(process, "/slow/1")
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
+        async with client.get(process.url + "/stalls/1") as streamed:
+            first = await streamed.content.readexactly(len(b"a first part"))
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await streamed.read()
+
+    assert (status, headers["X-Proxy-Error"]) == (504, "upstream_timeout")
+    assert "function slow did not answer within 1 s; raise the route's timeout" in answer.decode()
+    assert (streamed.status, first) == (200, b"a first part")
+    assert "upstream_failed_mid_body: TimeoutError" in await access_line(process, "/stalls/1")
