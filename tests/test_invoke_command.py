@@ -26,6 +26,7 @@ from tests.fake_lambda_api import (
     INVOKE,
     INVOKE_STREAM,
     PRELUDE_DELIMITER,
+    ApiError,
     FakeLambdaApi,
     FakeUrl,
     Streamed,
@@ -329,16 +330,33 @@ async def test_refusals_of_the_lambda_api_in_the_proxys_shape(
         await ask("too_large", "/echo/1", data=big, headers={"Content-Type": "image/png"})
         del lambda_api.functions["plain"]  # deleted since the start
         await ask("gone", "/plain/1")
+        pending = (
+            "The operation cannot be performed at this time. The function is currently in the "
+            "following state: Pending"
+        )
+        lambda_api.fail(INVOKE, ApiError("ResourceConflictException", 409, {"message": pending}))
+        await ask("conflict", "/echo/1")
+        lambda_api.keys[AKID] = KeyRecord("not the proxy's secret")
+        await ask("bad_signature", "/echo/1")
+        lambda_api.keys[AKID] = KeyRecord(SECRET)
         lambda_api.deny(AKID, "lambda:InvokeFunction")
         await ask("denied", "/echo/1")
 
     assert answers["throttled"][:2] == (429, "function_throttled")
     assert "ConcurrentInvocationLimitExceeded" in answers["throttled"][2]
-    assert retry_after == ["1", None, None, None]  # Lambda's, passed on with its 429
+    assert retry_after == ["1", None, None, None, None, None]  # Lambda's, passed on with its 429
     assert answers["too_large"][:2] == (413, "body_too_large")
     assert "6 MB" in answers["too_large"][2] and "base64" in answers["too_large"][2]
     assert answers["gone"][:2] == (502, "function_not_found")
     assert "function plain does not exist" in answers["gone"][2]
+    assert answers["conflict"][:2] == (502, "invoke_failed")
+    assert answers["conflict"][2] == (
+        "invoking function echo failed: the Lambda API answered 409 ResourceConflictException "
+        f"({pending}); the function is being created or updated: retry shortly"
+    )
+    assert answers["bad_signature"][:2] == (502, "function_access_denied")
+    assert "(InvalidSignatureException: The request signature" in answers["bad_signature"][2]
+    assert "check its keys, its session token's expiry and the clock" in answers["bad_signature"][2]
     status, code, message = answers["denied"]
     assert (status, code) == (502, "function_access_denied")
     assert "identity default, env, AKIA...0001 may not call lambda:InvokeFunction" in message
