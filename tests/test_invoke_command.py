@@ -31,6 +31,7 @@ from tests.fake_lambda_api import (
     FakeUrl,
     Streamed,
 )
+from tests.test_disconnects import rss_mib
 
 BINARY = bytes(range(256))
 TIMEOUT = aiohttp.ClientTimeout(total=30)
@@ -496,3 +497,46 @@ async def test_the_routes_timeout_covers_the_invoke_and_its_stream(
     assert "function slow did not answer within 1 s; raise the route's timeout" in answer.decode()
     assert (streamed.status, first) == (200, b"a first part")
     assert "upstream_failed_mid_body: TimeoutError" in await access_line(process, "/stalls/1")
+
+
+async def test_a_client_that_stops_reading_holds_the_function_back_not_memory(
+    lambda_api: FakeLambdaApi, spawn_proxy: Any
+) -> None:
+    """64 MiB streamed to a client that reads nothing for a while: the function is held back
+    (the Lambda API's connection is not read), and the proxy's memory stays flat."""
+    block, blocks = b"x" * 65536, 1024
+    produced = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal produced
+        for _ in range(blocks):
+            produced += 1
+            yield block
+
+    lambda_api.add_function("big", lambda event: Streamed(chunks()))
+    process = await start(spawn_proxy, lambda_api, "/big=function:big,invoke_mode=RESPONSE_STREAM")
+    before = rss_mib(process.process.pid)
+    reader, writer = await asyncio.open_connection("127.0.0.1", process.port)
+    try:
+        writer.write(b"GET /big/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+        seen = -1
+        for _ in range(100):  # until the function stops making progress
+            await asyncio.sleep(0.2)
+            if produced == seen:
+                break
+            seen = produced
+        held, grown = produced, rss_mib(process.process.pid) - before
+        received, tail = 0, b""
+        while not tail.endswith(b"\r\n0\r\n\r\n"):  # the last chunk
+            data = await asyncio.wait_for(reader.read(1 << 20), 20)
+            assert data, "the stream ended early"
+            received += data.count(b"x")
+            tail = (tail + data)[-7:]
+    finally:
+        writer.close()
+
+    assert head.startswith(b"HTTP/1.1 200") and b"Transfer-Encoding: chunked" in head
+    assert held < blocks  # held back while the client read nothing
+    assert grown < 16, f"RSS grew by {grown:.1f} MiB with {held} of {blocks} blocks made"
+    assert received == len(block) * blocks  # then all of it, once read
