@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import random
 import time
 from http import HTTPStatus
@@ -48,6 +49,8 @@ from proxy.routing import Upstream
 from proxy.signing import AmzClock, Credentials
 from proxy.upstream import ConnectFailed, Head, Malformed, UpstreamBroken, UpstreamClient, Wire
 from proxy.wire import NO_BODY_STATUSES, request_head
+
+log: Final = logging.getLogger("proxy.trace")  # --log-level debug, as forwarding's trace
 
 INVOKE_ACTION: Final = "lambda:InvokeFunction"
 # Lambda's synchronous answer is at most 6 MB (the Invoke quota), its refusals a few hundred
@@ -100,6 +103,13 @@ async def invoke(
     wire: Wire | None = None
     try:
         event = _event(request, upstream, credentials, path, body)
+        if client.debug:
+            query = f"?{plan.query}" if plan.query else ""
+            log.debug(
+                "%s %s matched route %s -> %s: POST %s%s%s (event of %d bytes)",
+                request.method, path, upstream.prefix, _named(upstream), plan.upstream.url,
+                plan.path, query, len(event),
+            )  # fmt: skip
         wire, head = await _call(client, plan, credentials, event)
         exchange.request_id = head.request_id
         exchange.error_type = head.error_type

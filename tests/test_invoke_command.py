@@ -67,8 +67,10 @@ def environment(api: FakeLambdaApi) -> dict[str, str]:
     return {**KEYS, "AWS_ENDPOINT_URL_LAMBDA": api.url, "AWS_REGION": "us-east-1"}
 
 
-async def start(spawn_proxy: Any, api: FakeLambdaApi, *routes: str) -> ProxyProcess:
-    flags = [flag for route in routes for flag in ("--route", route)]
+async def start(
+    spawn_proxy: Any, api: FakeLambdaApi, *routes: str, flags: tuple[str, ...] = ()
+) -> ProxyProcess:
+    flags = (*flags, *(flag for route in routes for flag in ("--route", route)))
     process: ProxyProcess = await asyncio.to_thread(spawn_proxy, *flags, env=environment(api))
     await until(lambda: "try: curl" in "".join(process.lines), process)
     return process
@@ -235,7 +237,11 @@ async def test_the_qualifier_is_passed_to_invoke(
 ) -> None:
     arn = "arn:aws:lambda:us-east-1:123456789012:function:echo"
     process = await start(
-        spawn_proxy, lambda_api, "/q=function:echo,qualifier=prod", f"/arn=function:{arn}"
+        spawn_proxy,
+        lambda_api,
+        "/q=function:echo,qualifier=prod",
+        f"/arn=function:{arn}",
+        flags=("--log-level", "debug"),
     )
 
     assert (await ask(process, "/q/1"))[0] == 200
@@ -248,6 +254,12 @@ async def test_the_qualifier_is_passed_to_invoke(
     assert by_arn["requestContext"]["accountId"] == "123456789012"  # the ARN's account
     assert (route["via"], route["lambda_api"], route["url"]) == ("lambda_api", lambda_api.url, None)
     assert (route["qualifier"], route["invoke_mode"]) == ("prod", "BUFFERED")
+    debug = (
+        "GET /q/1 matched route /q -> function echo:prod: POST "
+        f"{lambda_api.url}/2015-03-31/functions/echo/invocations?Qualifier=prod (event of "
+    )
+    assert debug in "".join(process.lines)
+    assert SECRET not in "".join(process.lines)
 
 
 async def test_a_streaming_function_reaches_the_client_chunk_by_chunk(
