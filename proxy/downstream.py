@@ -189,7 +189,8 @@ async def stream(
         if wire.done:  # and all of it read: the end goes with the last part
             if chunked:
                 parts.append(LAST_CHUNK)
-            return written(head.status, keep_alive and _send(request, parts, exchange))
+            sent = _send(request, parts, exchange)  # always: the end goes out on a close too
+            return written(head.status, keep_alive and sent)
         if parts and not _send(request, parts, exchange):
             return written(head.status, False)
         parts = []

@@ -243,6 +243,7 @@ class Wire(asyncio.Protocol):
         self._head = None
         self._skip_body = skip_body
         self._carry = b""
+        self.forget_unread()  # a client that hung up left them: never the next answer's
         if len(body) > COPY_LIMIT:
             self.transport.writelines((head, body))
         else:
@@ -286,6 +287,14 @@ class Wire(asyncio.Protocol):
             if self.done:
                 return []
             await self._wait()
+
+    def forget_unread(self) -> None:
+        """Drop what arrived of the last answer's body and nobody read."""
+        self._chunks = []
+        self._buffered = 0
+        if self._paused and self.transport is not None and not self.closed:
+            self._paused = False
+            self.transport.resume_reading()
 
     def close(self) -> None:
         self.reusable = False
@@ -387,6 +396,7 @@ class UpstreamClient:
         if not wire.reusable or wire.closed:
             wire.close()
             return
+        wire.forget_unread()  # the client hung up before it read all: no memory held idle
         # The wire's loop: asyncio.get_running_loop() makes a getpid() system call on 3.11.
         loop = wire.loop
         wire.idle_since = loop.time()

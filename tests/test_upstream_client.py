@@ -502,3 +502,51 @@ def test_parts_are_written_unjoined_only_where_a_slow_client_still_pauses_the_wr
     assert _writev("uvloop.loop")
     fixed = sys.version_info >= (3, 13, 2) or (3, 12, 9) <= sys.version_info < (3, 13)
     assert _writev("asyncio.selector_events") is fixed
+
+
+async def test_a_pooled_connection_carries_nothing_of_an_answer_left_unread(
+    aws_keys: None,
+) -> None:
+    """A client that hangs up mid-stream leaves parts of a complete answer unread; the
+    connection goes back to the pool, and the next request, maybe another client's, gets its
+    own answer and not one byte of the last. (The bench's kept-alive connection once received
+    the rest of a 1 MiB answer before its own.)"""
+    from proxy.aws_config import Resolved
+    from proxy.credentials import Identity
+    from proxy.routing import Upstream
+    from proxy.settings import Route
+    from proxy.upstream import UpstreamClient
+
+    async def answer(writer: asyncio.StreamWriter, n: int) -> None:
+        body = b"left unread by a client that hung up" if n == 1 else b"the second answer"
+        writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        await writer.drain()
+
+    async with scripted(answer) as server:
+        upstream = Upstream.from_route(
+            Route(prefix="/fn", url=f"http://127.0.0.1:{server.port}"),
+            Resolved("us-east-1", "--region"),
+            Identity(),
+        )
+        client = UpstreamClient(None)
+        request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        try:
+            first = await client.connect(upstream)
+            first.send(request, b"")
+            await first.head()
+            for _ in range(500):  # the whole answer arrives; nobody reads its body
+                if first.done:
+                    break
+                await asyncio.sleep(0.01)
+            assert first.done
+            client.release(first)
+            second = client.pooled(upstream)
+            assert second is first, "a complete keep-alive answer: the connection is reused"
+            second.send(request, b"")
+            await second.head()
+            parts = []
+            while part := await second.more():
+                parts.extend(part)
+            assert b"".join(parts) == b"the second answer"
+        finally:
+            await client.close()
