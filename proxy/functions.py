@@ -266,8 +266,11 @@ class FunctionRoute:
             endpoint, config = await asyncio.to_thread(
                 lookup, self.route, self.region, credentials, self.identity, self.ca_bundle
             )
+            before = self.resolution
             self.resolution = self._resolution(endpoint, config)
             self.error = None
+            if before is not None and before.config != config:  # looked up again: news
+                log.info("route %s -> %s", self.prefix, self.describe())
         except ProxyError as error:
             self.error = error
         except Exception as error:  # botocore raises many types; each means "not now"

@@ -433,6 +433,8 @@ async def test_a_url_that_stops_answering_is_looked_up_again(
 
     assert failed == (502, "upstream_unreachable")
     assert statuses[-1] == 200 and fake.received[-1].raw_path == "/3"
+    news = f"route /m -> function moving -> {fake.url}/ (AuthType AWS_IAM, BUFFERED)"
+    assert news in "".join(process.lines)  # the new URL, said once found
     assert len([call for call in lambda_api.calls if call.operation == GET_URL]) == 2
 
 
