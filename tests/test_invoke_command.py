@@ -460,23 +460,42 @@ async def test_answers_without_a_body_keep_the_connection_usable(
     """A 204 the function gives a body, and the answer to HEAD, go without it: the next
     request on the same connection is read as it should be."""
     lambda_api.add_function("nobody", lambda event: {"statusCode": 204, "body": "not sent"})
+    lambda_api.add_function("streams", lambda event: Streamed([b"streamed"]))
     process = await start(
-        spawn_proxy, lambda_api, "/nobody=function:nobody", "/plain=function:plain"
+        spawn_proxy,
+        lambda_api,
+        "/nobody=function:nobody",
+        "/plain=function:plain",
+        "/streams=function:streams,invoke_mode=RESPONSE_STREAM",
     )
+    lookups = len(lambda_api.peers)  # botocore's connections
     answers = []
     connector = aiohttp.TCPConnector(limit=1)  # one connection for every request
     async with aiohttp.ClientSession(timeout=TIMEOUT, connector=connector) as client:
-        for method, path in (("GET", "/nobody"), ("HEAD", "/plain"), ("GET", "/plain")):
+        for method, path in (
+            ("GET", "/nobody"),
+            ("HEAD", "/plain"),
+            ("GET", "/plain"),
+            ("HEAD", "/streams"),
+            ("GET", "/streams"),
+        ):
             async with client.request(method, process.url + path) as answer:
                 answers.append((answer.status, await answer.read()))
 
-    assert answers == [(204, b""), (200, b""), (200, b'"Hello, world!"')]
+    assert answers == [
+        (204, b""),
+        (200, b""),
+        (200, b'"Hello, world!"'),
+        (200, b""),
+        (200, b"streamed"),
+    ]
     invokes = [call for call in lambda_api.calls if call.operation == INVOKE]
     assert [call.event["requestContext"]["http"]["method"] for call in invokes] == [
         "GET",
         "HEAD",
         "GET",
     ]
+    assert len(lambda_api.peers) == lookups + 1  # every invoke on one kept-alive connection
 
 
 async def test_the_routes_timeout_covers_the_invoke_and_its_stream(
