@@ -33,6 +33,7 @@ from proxy.errors import (
 )
 from proxy.exchange import Exchange
 from proxy.forward import forward
+from proxy.invoke import invoke
 from proxy.logs import log_access
 from proxy.routing import Router, Upstream
 from proxy.settings import RESERVED_PREFIX, Settings
@@ -274,7 +275,7 @@ async def handle(
     except ProxyError as error:
         exchange.outcome = error.code
         if error.status >= 500:
-            exchange.detail = error.message
+            exchange.detail = error.detail  # a function's own error message included
         return downstream.error(request, error, state.cors, exchange)
     except asyncio.CancelledError:
         exchange.outcome = exchange.outcome or (
@@ -305,15 +306,13 @@ async def _serve(
     if identity.first_pending:
         await identity.credentials()  # the very first resolution is still running: wait for it
     identity.current()  # CredentialsUnavailable now, not after reading a body for nothing
+    # A function without a URL is invoked through the Lambda API (proxy/invoke.py).
+    send = forward if upstream.invoke is None else invoke
     if not request.body_exists:  # no timer and no share of the budget for the majority
-        return await forward(
-            request, client, upstream, path, query, b"", exchange, state.cors, task
-        )
+        return await send(request, client, upstream, path, query, b"", exchange, state.cors, task)
     body = await _body(request, live, task)
     try:
-        return await forward(
-            request, client, upstream, path, query, body, exchange, state.cors, task
-        )
+        return await send(request, client, upstream, path, query, body, exchange, state.cors, task)
     finally:
         live.bodies.give_back(len(body))
 

@@ -22,7 +22,7 @@ import json as jsonlib
 import sys
 import time
 from email.utils import formatdate
-from typing import Final
+from typing import Final, Protocol
 
 from aiohttp import web
 
@@ -31,7 +31,7 @@ from proxy.cors import CorsPolicy
 from proxy.errors import ERROR_HEADER, ProxyError
 from proxy.exchange import Exchange
 from proxy.headers import kept_names, response_header_lines
-from proxy.upstream import Head, Malformed, Wire
+from proxy.upstream import Head, Malformed
 from proxy.wire import LAST_CHUNK, NO_BODY_STATUSES, Version, connection_line, status_line
 
 HTTP_11: Final = (1, 1)
@@ -56,6 +56,18 @@ class HttpDate:
 
 
 date_line: Final = HttpDate()
+
+
+class Body(Protocol):
+    """An answer's body as it arrives: an upstream's Wire, or an invoked function's stream
+    (proxy/invoke.py). take(): the parts that have arrived; more(): waits for the next, []
+    at the end; `done`: all of it has been taken."""
+
+    done: bool
+
+    def take(self) -> list[bytes]: ...
+
+    async def more(self) -> list[bytes]: ...
 
 
 def keeps_alive(request: web.BaseRequest) -> bool:
@@ -133,7 +145,7 @@ def whole(
 async def stream(
     request: web.BaseRequest,
     head: Head,
-    wire: Wire,
+    wire: Body,
     cors: CorsPolicy,
     exchange: Exchange,
 ) -> Written:
@@ -242,6 +254,8 @@ def error(
     lines = JSON + f"{ERROR_HEADER}: {error.code}\r\n".encode()
     if error.status == 401:
         lines += b'WWW-Authenticate: Bearer realm="lambda-url-proxy"\r\n'
+    if error.retry_after is not None:
+        lines += b"Retry-After: %s\r\n" % error.retry_after.encode("latin-1")
     keep_alive = request.content.is_eof()
     return own(request, error.status, lines, error.body(), cors, exchange, keep_alive)
 

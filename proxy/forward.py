@@ -70,7 +70,7 @@ async def forward(
             again = partial(_send_again, request, client, upstream, path, query, body, trace, clock)
             sent = await review(wire, answer, upstream, credentials, clock, client, exchange, again)
             wire, answer = sent
-        _noted(answer, exchange, trace, clock)
+        _noted(upstream, answer, exchange, trace, clock)
         if wire.done:  # the whole answer came with its head, as a small one does
             return downstream.whole(request, answer, wire.read_nowait(), cors, exchange)
         return await downstream.stream(request, answer, wire, cors, exchange)
@@ -85,10 +85,14 @@ async def forward(
         _done(client, wire, exchange, trace)
 
 
-def _noted(head: Head, exchange: Exchange, trace: Trace | None, clock: AwsClock) -> None:
+def _noted(
+    upstream: Upstream, head: Head, exchange: Exchange, trace: Trace | None, clock: AwsClock
+) -> None:
     """The answer's head in the access record (the one the client gets, after a review); its
-    Date in the estimate of AWS's clock."""
+    Date in the estimate of AWS's clock; a 404 from a function's URL host, looked into."""
     clock.observe(head.date)
+    if head.status == 404 and upstream.function is not None:
+        upstream.function.look_again()  # the URL deleted? (at most every AGAIN_AFTER seconds)
     if trace is not None:
         trace.first_byte = time.perf_counter()
     exchange.status = head.status
@@ -203,6 +207,10 @@ def _cause(error: ConnectFailed) -> str:
 
 
 def _unreachable(upstream: Upstream, error: BaseException) -> UpstreamUnreachable:
+    """The 502 for an upstream that cannot be reached; a function's URL is looked up again
+    meanwhile (recreated elsewhere? issue #14), at most every AGAIN_AFTER seconds."""
+    if upstream.function is not None:
+        upstream.function.look_again()
     if isinstance(error, ConnectFailed) and error.tls:
         cause = error.cause
         shown = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or cause

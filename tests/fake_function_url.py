@@ -219,6 +219,8 @@ class FakeFunctionUrl:
         self.region = region
         self.service = service
         self.payload_hash_required = service == "lambda"
+        # "NONE": a Function URL with AuthType NONE, which answers anyone and checks nothing.
+        self.auth_type = "AWS_IAM"
         self.keys: dict[str, KeyRecord] = {}
         self.received: list[ReceivedRequest] = []
         self.stream_cancelled = 0
@@ -302,7 +304,11 @@ class FakeFunctionUrl:
                     " InvokeFunction operation",
                     413,
                 )
-            access_key = self._verify(request.method, request.raw_path, request.headers, body)
+            access_key = (
+                ""
+                if self.auth_type == "NONE"
+                else self._verify(request.method, request.raw_path, request.headers, body)
+            )
         except AwsError as error:
             log.info("%s %s -> %s: %s", request.method, request.raw_path, error.error_type, error)
             self.received.append(replace(record, verified=False, error_type=error.error_type))
