@@ -33,6 +33,7 @@ from proxy.errors import (
 )
 from proxy.exchange import Exchange
 from proxy.forward import forward
+from proxy.invoke import invoke
 from proxy.logs import log_access
 from proxy.routing import Router, Upstream
 from proxy.settings import RESERVED_PREFIX, Settings
@@ -134,20 +135,24 @@ async def read_body(request: web.BaseRequest, limit: int, hint: str) -> bytes:
     return bytes(body)
 
 
-def health(state: ProxyState) -> tuple[int, object]:
+def health(state: ProxyState, client: UpstreamClient) -> tuple[int, object]:
     return 200, {"status": "ok", "pid": os.getpid()}
 
 
-def ready(state: ProxyState) -> tuple[int, object]:
+def ready(state: ProxyState, client: UpstreamClient) -> tuple[int, object]:
     identities = [identity.status() for identity in state.identities.values()]
     unusable = [status for status in identities if not status["usable"]]
-    body: dict[str, object] = {"ready": not unusable, "identities": identities}
+    body: dict[str, object] = {
+        "ready": not unusable,
+        "identities": identities,
+        "clocks": client.clocks.status(),  # AWS's clock as each upstream's answers show it
+    }
     if unusable:
         body["reason"] = "; ".join(str(status["error"]) for status in unusable)
     return 503 if unusable else 200, body
 
 
-def routes(state: ProxyState) -> tuple[int, object]:
+def routes(state: ProxyState, client: UpstreamClient) -> tuple[int, object]:
     table = [
         {
             "prefix": upstream.prefix,
@@ -167,21 +172,21 @@ def routes(state: ProxyState) -> tuple[int, object]:
 
 
 HEALTH_PATH: Final = f"{RESERVED_PREFIX}/health"
-RESERVED: Final[dict[str, Callable[[ProxyState], tuple[int, object]]]] = {
+RESERVED: Final[dict[str, Callable[[ProxyState, UpstreamClient], tuple[int, object]]]] = {
     HEALTH_PATH: health,
     f"{RESERVED_PREFIX}/ready": ready,
     f"{RESERVED_PREFIX}/routes": routes,
 }
 
 
-def _reserved(state: ProxyState, path: str) -> tuple[int, object]:
+def _reserved(state: ProxyState, client: UpstreamClient, path: str) -> tuple[int, object]:
     endpoint = RESERVED.get(path.rstrip("/"))
     if endpoint is None:
         raise NoRoute(
             f"{path} is reserved for the proxy and never forwarded; its endpoints are "
             + ", ".join(RESERVED)
         )
-    return endpoint(state)
+    return endpoint(state, client)
 
 
 def _check_request_line(request: web.BaseRequest, raw_target: str) -> None:
@@ -270,7 +275,7 @@ async def handle(
     except ProxyError as error:
         exchange.outcome = error.code
         if error.status >= 500:
-            exchange.detail = error.message
+            exchange.detail = error.detail  # a function's own error message included
         return downstream.error(request, error, state.cors, exchange)
     except asyncio.CancelledError:
         exchange.outcome = exchange.outcome or (
@@ -293,7 +298,7 @@ async def _serve(
 ) -> web.StreamResponse:
     """The checks (`_admit`), the route's credentials, the body; then the forward. A GET with
     credentials in hand awaits nothing here but forward()."""
-    admitted = _admit(request, state, exchange)
+    admitted = _admit(request, state, client, exchange)
     if isinstance(admitted, web.StreamResponse):
         return admitted  # the proxy's own answer
     upstream, path, query = admitted
@@ -301,21 +306,19 @@ async def _serve(
     if identity.first_pending:
         await identity.credentials()  # the very first resolution is still running: wait for it
     identity.current()  # CredentialsUnavailable now, not after reading a body for nothing
+    # A function without a URL is invoked through the Lambda API (proxy/invoke.py).
+    send = forward if upstream.invoke is None else invoke
     if not request.body_exists:  # no timer and no share of the budget for the majority
-        return await forward(
-            request, client, upstream, path, query, b"", exchange, state.cors, task
-        )
+        return await send(request, client, upstream, path, query, b"", exchange, state.cors, task)
     body = await _body(request, live, task)
     try:
-        return await forward(
-            request, client, upstream, path, query, body, exchange, state.cors, task
-        )
+        return await send(request, client, upstream, path, query, body, exchange, state.cors, task)
     finally:
         live.bodies.give_back(len(body))
 
 
 def _admit(
-    request: web.BaseRequest, state: ProxyState, exchange: Exchange
+    request: web.BaseRequest, state: ProxyState, client: UpstreamClient, exchange: Exchange
 ) -> tuple[Upstream, str, str] | web.StreamResponse:
     """The checks in their one order: the request line, the client's access (origin, token,
     network, Host), the route. Returns the route with the canonical path and query, or the
@@ -335,7 +338,7 @@ def _admit(
     if path != HEALTH_PATH and state.access.restricted:
         state.access.check(request)  # the health check stays open, for orchestrators
     if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
-        status, data = _reserved(state, path)
+        status, data = _reserved(state, client, path)
         exchange.quiet = True  # health probes every few seconds would drown the log
         return downstream.json(request, status, data, cors, exchange)
     upstream = _match(state.router, path)

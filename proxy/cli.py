@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         "route table and exit 0 only if all are usable",
     )
     parser.add_argument("--check", action="store_true", help="the same as the check command")
+    parser.add_argument(
+        "--probe",
+        metavar="PATH",
+        help="with check: send one signed GET of PATH to each route (which runs its function) "
+        "and explain the answer",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     types: dict[str | None, Any] = {"route": _route_flag, "path": Path, None: None}
     for flag in FLAGS:
@@ -86,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     flags: dict[str, Any] = {
         name: value
         for name, value in vars(args).items()
-        if value is not None and name not in ("config", "command", "check")
+        if value is not None and name not in ("config", "command", "check", "probe")
     }
     json_logs = flags.get("log_format") == "json"
     config_file = args.config or (Path(p) if (p := os.environ.get(CONFIG_ENV)) else None)
@@ -101,11 +107,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     log = logging.getLogger("proxy")
 
     configure(settings.log_format, settings.log_level)
-    if args.check or args.command == "check":
+    checking = args.check or args.command == "check"
+    if args.probe is not None and not (checking and args.probe.startswith("/")):
+        _fail(
+            f"--probe {args.probe!r}: give a path that starts with / to `check`, as in "
+            "`lambda-url-proxy check --probe /health`",
+            json_logs,
+        )
+    if checking:
         from proxy.check import check
 
         try:
-            sys.exit(check(settings))
+            sys.exit(check(settings, args.probe))
         except ConfigError as error:
             _fail(str(error), json_logs)
     from proxy.server import serve  # after logging is set: importing aiohttp is the slow part

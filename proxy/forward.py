@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from functools import partial
 from typing import Any, Final
 
 from aiohttp import web
@@ -27,10 +27,11 @@ from proxy.cors import CorsPolicy
 from proxy.deadline import Deadline
 from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
 from proxy.exchange import Exchange
-from proxy.forbidden import region_hint
 from proxy.headers import request_header_lines
+from proxy.review import REVIEWED, review
 from proxy.routing import Upstream
-from proxy.signing import EMPTY_SHA256, AmzClock
+from proxy.signing import EMPTY_SHA256, Credentials
+from proxy.skew import AwsClock
 from proxy.trace import Trace
 from proxy.upstream import ConnectFailed, Head, Malformed, UpstreamClient, Wire
 from proxy.wire import request_head
@@ -41,8 +42,6 @@ log = logging.getLogger("proxy.upstream")
 # first connection could not be made at all.
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_DELAY: Final = 0.2
-AMZ_CLOCK: Final = AmzClock()
-Explain = Callable[[bytes], None]
 
 
 async def forward(
@@ -56,56 +55,85 @@ async def forward(
     cors: CorsPolicy,
     task: asyncio.Task[Any],
 ) -> web.StreamResponse:
-    """Take a connection, sign, send, read the answer's head, hand the answer to the client's
-    writer: in one write if it came whole, else as it arrives (one coroutine, see the top)."""
+    """Sign, send, and hand the answer to the client's writer: whole in one write, else as it
+    arrives. One coroutine from the pool to the answer's head (see the top)."""
     deadline = Deadline(task, upstream.timeout)
-    upstream_path = upstream.path_for(path)
-    trace = _trace(request, upstream, path, upstream_path, query) if client.debug else None
+    trace = _trace(request, upstream, path, query) if client.debug else None
+    clock = client.clocks.get(upstream.origin, upstream.host)
     wire: Wire | None = None
     try:
         wire = client.pooled(upstream) or await _connect(client, upstream, request.method, path)
-        head = _signed_head(request, upstream, upstream_path, query, body, trace)
-        try:
-            wire.send(head, body, skip_body=request.method == "HEAD")
-            answer = await wire.head()
-        except (ConnectionError, OSError, Malformed) as error:
-            raise _unreachable(upstream, error) from None  # bytes may have gone out: no retry
-        explain = _noted(upstream, answer, exchange, trace)
+        credentials = upstream.identity.current()
+        head = _signed_head(request, upstream, path, query, body, trace, clock, credentials)
+        answer = await wire.ask(head, body, skip_body=request.method == "HEAD")
+        if answer.status in REVIEWED:  # explained; a second signature may mend it (issue #13)
+            again = partial(_send_again, request, client, upstream, path, query, body, trace, clock)
+            sent = await review(wire, answer, upstream, credentials, clock, client, exchange, again)
+            wire, answer = sent
+        _noted(upstream, answer, exchange, trace, clock)
         if wire.done:  # the whole answer came with its head, as a small one does
-            return downstream.whole(request, answer, _read(wire, explain), cors, exchange)
-        return await downstream.stream(request, answer, wire, cors, exchange, explain)
+            return downstream.whole(request, answer, wire.read_nowait(), cors, exchange)
+        return await downstream.stream(request, answer, wire, cors, exchange)
+    except (ConnectionError, OSError, Malformed) as error:  # sending, or reading the head
+        raise _unreachable(upstream, error) from None  # bytes may have gone out: no retry
     except asyncio.CancelledError:
         if not deadline.reached():
             raise
         return _late(request, upstream, exchange)
     finally:
         deadline.cancel()
-        if wire is not None:
-            client.release(wire)  # back to the pool only if the answer was all read
-        if trace is not None:
-            trace.done(exchange.status, exchange.outcome)
+        _done(client, wire, exchange, trace)
 
 
 def _noted(
-    upstream: Upstream, head: Head, exchange: Exchange, trace: Trace | None
-) -> Explain | None:
-    """The answer's head in the access record; for a 403, what reads its body for a hint (AWS's
-    refusals are small: what has arrived of one is all of it)."""
+    upstream: Upstream, head: Head, exchange: Exchange, trace: Trace | None, clock: AwsClock
+) -> None:
+    """The answer's head in the access record (the one the client gets, after a review); its
+    Date in the estimate of AWS's clock; a 404 from a function's URL host, looked into."""
+    clock.observe(head.date)
+    if head.status == 404 and upstream.function is not None:
+        upstream.function.look_again()  # the URL deleted? (at most every AGAIN_AFTER seconds)
     if trace is not None:
         trace.first_byte = time.perf_counter()
     exchange.status = head.status
     exchange.request_id = head.request_id
     exchange.error_type = head.error_type
-    if head.status != 403:
-        return None
-    return lambda body: _explain_forbidden(upstream, exchange, body)
 
 
-def _read(wire: Wire, explain: Explain | None) -> bytes:
-    body = wire.read_nowait()
-    if explain is not None:
-        explain(body)
-    return body
+def _done(
+    client: UpstreamClient, wire: Wire | None, exchange: Exchange, trace: Trace | None
+) -> None:
+    if wire is not None:
+        client.release(wire)  # back to the pool only if the answer was all read
+    if trace is not None:
+        trace.done(exchange.status, exchange.outcome)
+
+
+async def _send_again(
+    request: web.BaseRequest,
+    client: UpstreamClient,
+    upstream: Upstream,
+    path: str,
+    query: str,
+    body: bytes,
+    trace: Trace | None,
+    clock: AwsClock,
+    credentials: Credentials,
+) -> tuple[Wire, Head]:
+    """The second and last sending of a refused request (proxy/review.py), signed afresh with
+    `credentials` and the clock as corrected; whatever it answers is the answer."""
+    wire = client.pooled(upstream) or await _connect(client, upstream, request.method, path)
+    head = _signed_head(request, upstream, path, query, body, trace, clock, credentials)
+    try:
+        answer = await wire.ask(head, body, skip_body=request.method == "HEAD")
+    except (ConnectionError, OSError, Malformed) as error:
+        wire.close()
+        raise _unreachable(upstream, error) from None
+    except BaseException:
+        wire.close()  # cancelled (a timeout, the client gone): the answer will not be read
+        raise
+    clock.observe(answer.date)  # the first answer's: the second's goes through _noted
+    return wire, answer
 
 
 async def _connect(client: UpstreamClient, upstream: Upstream, method: str, path: str) -> Wire:
@@ -134,22 +162,24 @@ async def _connect(client: UpstreamClient, upstream: Upstream, method: str, path
 def _signed_head(
     request: web.BaseRequest,
     upstream: Upstream,
-    upstream_path: str,
+    path: str,
     query: str,
     body: bytes,
     trace: Trace | None,
+    clock: AwsClock,
+    credentials: Credentials,
 ) -> bytes:
     """The request's head as it goes upstream, signed now (with the credentials of now: the
-    body may have taken a while to come)."""
+    body may have taken a while to come), by AWS's clock when ours is known to be off."""
     if trace is not None:
         trace.connected = time.perf_counter()
-    credentials = upstream.identity.current()
+    upstream_path = upstream.path_for(path)
     try:
         forwarded = request_header_lines(request.headers, request.raw_headers)
     except ValueError as error:  # never from aiohttp's parser: see request_header_lines
         raise BadRequest(f"refused to forward the request: {error}") from None
     payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
-    timestamp = AMZ_CLOCK()
+    timestamp = clock()
     if trace is not None:
         trace.signed(upstream_path, query, payload_hash, credentials, timestamp)
     return request_head(
@@ -158,12 +188,10 @@ def _signed_head(
     )  # fmt: skip
 
 
-def _trace(
-    request: web.BaseRequest, upstream: Upstream, path: str, upstream_path: str, query: str
-) -> Trace:
+def _trace(request: web.BaseRequest, upstream: Upstream, path: str, query: str) -> Trace:
     """What `--log-level debug` shows of this request (UpstreamClient.debug, decided once)."""
     trace = Trace(request.method, _shown(path, query), upstream)
-    trace.route(upstream_path, query, upstream.identity.current())
+    trace.route(upstream.path_for(path), query, upstream.identity.current())
     return trace
 
 
@@ -179,6 +207,10 @@ def _cause(error: ConnectFailed) -> str:
 
 
 def _unreachable(upstream: Upstream, error: BaseException) -> UpstreamUnreachable:
+    """The 502 for an upstream that cannot be reached; a function's URL is looked up again
+    meanwhile (recreated elsewhere? issue #14), at most every AGAIN_AFTER seconds."""
+    if upstream.function is not None:
+        upstream.function.look_again()
     if isinstance(error, ConnectFailed) and error.tls:
         cause = error.cause
         shown = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or cause
@@ -206,14 +238,3 @@ def _late(request: web.BaseRequest, upstream: Upstream, exchange: Exchange) -> W
             f"{upstream.timeout:g} s; raise the route's timeout if the function needs longer"
         ) from None
     return downstream.abort(request, exchange, "TimeoutError")
-
-
-def _explain_forbidden(upstream: Upstream, exchange: Exchange, body: bytes) -> None:
-    exchange.hint = region_hint(
-        upstream.prefix,
-        upstream.url,
-        upstream.region,
-        exchange.error_type,
-        body,
-        upstream.region_source,
-    )

@@ -37,6 +37,27 @@ async def test_large_chunked_stream_is_byte_exact(proxy: RunningProxy) -> None:
         assert await response.read() == expected_bytes(n)
 
 
+@pytest.mark.parametrize("connection", ["close", "keep-alive"])
+async def test_a_stream_ends_with_its_last_chunk_whatever_the_connection(
+    proxy: RunningProxy, connection: str
+) -> None:
+    """The last part and the terminating chunk go out together, also when the client asked
+    for the connection to close after the answer (urllib, curl --no-keepalive, a pod's app)."""
+    host, port = proxy.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    target = "/fn/slow-stream/3/0.05"
+    writer.write(
+        f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: {connection}\r\n\r\n".encode()
+    )
+    try:
+        answer = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    assert body == b"5\r\ntick\n\r\n" * 3 + b"0\r\n\r\n"
+
+
 async def test_content_length_is_kept(proxy: RunningProxy) -> None:
     async with proxy.client.get(proxy.url + "/fn/bytes/100000") as response:
         assert response.headers["Content-Length"] == "100000"
