@@ -18,6 +18,9 @@ from tests.fake_credential_sources import FakeSts
 from tests.fake_function_url import FakeFunctionUrl, KeyRecord
 from tests.test_configuration_matrix import COMMAND, Home, run
 
+# Not in the development loop (-m "not slow"): each test starts the installed command and probes.
+pytestmark = pytest.mark.slow
+
 CALLER = "arn:aws:iam::123456789012:user/frontend"
 
 

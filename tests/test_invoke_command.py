@@ -33,6 +33,9 @@ from tests.fake_lambda_api import (
 )
 from tests.test_disconnects import rss_mib
 
+# Not in the development loop (-m "not slow"): the installed command and the fake Lambda API.
+pytestmark = pytest.mark.slow
+
 BINARY = bytes(range(256))
 TIMEOUT = aiohttp.ClientTimeout(total=30)
 

@@ -160,6 +160,7 @@ async def serve_skewed(processes: list[ProxyProcess], home: Path, url: str) -> P
     return await serve(processes, env, "--route", f"/fn={url}", "--region", "us-east-1")
 
 
+@pytest.mark.slow
 async def test_requests_succeed_whichever_way_the_clock_is_off(
     skewed: FakeFunctionUrl, processes: list[ProxyProcess], tmp_path: Path
 ) -> None:
@@ -194,6 +195,7 @@ async def test_requests_succeed_whichever_way_the_clock_is_off(
     assert abs(clock["offset_seconds"] - offset) < 2
 
 
+@pytest.mark.slow
 async def test_a_clock_that_is_right_is_measured_and_left_alone(
     fake: FakeFunctionUrl, processes: list[ProxyProcess], tmp_path: Path
 ) -> None:
