@@ -74,8 +74,8 @@ async def forward(
         if wire.done:  # the whole answer came with its head, as a small one does
             return downstream.whole(request, answer, wire.read_nowait(), cors, exchange)
         return await downstream.stream(request, answer, wire, cors, exchange)
-    except (ConnectionError, OSError, Malformed) as error:  # sending, or reading the head
-        raise _unreachable(upstream, error) from None  # bytes may have gone out: no retry
+    except (ConnectionError, OSError, Malformed) as error:  # bytes may have gone out: no retry
+        return _failed(request, upstream, exchange, error)
     except asyncio.CancelledError:
         if not deadline.reached():
             raise
@@ -227,6 +227,16 @@ def _unreachable(upstream: Upstream, error: BaseException) -> UpstreamUnreachabl
     return UpstreamUnreachable(
         f"route {upstream.prefix!r}: {upstream.url} is unreachable: {reason}"
     )
+
+
+def _failed(
+    request: web.BaseRequest, upstream: Upstream, exchange: Exchange, error: BaseException
+) -> Written:
+    """Sending, or reading the answer's head, failed: 502 while the client has had nothing;
+    once an answer's head is in hand it may have gone out, so the connection is cut."""
+    if exchange.status == 0:
+        raise _unreachable(upstream, error) from None
+    return downstream.abort(request, exchange, error)
 
 
 def _late(request: web.BaseRequest, upstream: Upstream, exchange: Exchange) -> Written:

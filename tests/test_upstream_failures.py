@@ -149,3 +149,37 @@ async def test_a_timeout_mid_body_cuts_the_client_response(
                 await response.read()
     line = [r for r in caplog.records if r.name == "proxy.access"][-1]
     assert "upstream_failed_mid_body: TimeoutError" in line.getMessage()
+
+
+def test_a_failure_after_the_answers_head_cuts_the_connection_instead_of_a_502() -> None:
+    """A socket error once an answer's head is in hand (it may be on its way to the client):
+    a 502 written after it would be a second answer in the body; the connection is cut."""
+    from proxy.aws_config import Resolved
+    from proxy.credentials import Identity
+    from proxy.errors import UpstreamUnreachable
+    from proxy.exchange import Exchange
+    from proxy.forward import _failed
+    from proxy.routing import Upstream
+    from proxy.settings import Route
+
+    class Transport:
+        aborted = False
+
+        def abort(self) -> None:
+            self.aborted = True
+
+    class Request:
+        transport = Transport()
+
+    upstream = Upstream.from_route(
+        Route(prefix="/fn", url="http://127.0.0.1:9"), Resolved("us-east-1", "--region"), Identity()
+    )
+    before = Exchange("GET", "/fn/x")
+    with pytest.raises(UpstreamUnreachable):
+        _failed(Request(), upstream, before, ConnectionResetError())  # type: ignore[arg-type]
+    assert not Request.transport.aborted
+    after = Exchange("GET", "/fn/x")
+    after.status = 200
+    _failed(Request(), upstream, after, ConnectionResetError())  # type: ignore[arg-type]
+    assert Request.transport.aborted
+    assert after.outcome == "upstream_failed_mid_body: ConnectionResetError"
