@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from proxy import downstream
+from proxy import downstream, inspector_web
 from proxy.budget import BodyBudget
 from proxy.deadline import Deadline
 from proxy.errors import (
@@ -30,7 +30,7 @@ from proxy.errors import (
     ProxyError,
     RequestTimeout,
 )
-from proxy.exchange import Exchange
+from proxy.exchange import Capture, Exchange
 from proxy.forward import forward
 from proxy.logs import log_access
 from proxy.routing import Router, Upstream
@@ -265,13 +265,17 @@ async def handle(
     state = live.state  # this request keeps it, whatever a reload does
     live.in_flight.add(task)
     exchange = Exchange(request.method, request.raw_path.partition("?")[0][:2048])
+    if live.inspector is not None:
+        exchange.capture = Capture(live.inspector.body_cap)
     try:
         return await _serve(request, live, state, client, exchange, task)
     except ProxyError as error:
         exchange.outcome = error.code
         if error.status >= 500:
             exchange.detail = error.message
-        return downstream.error(request, error, state.cors, exchange)
+        # No CORS on the inspector's refusals either: no page of another origin reads them.
+        cors = downstream.NO_CORS if inspector_web.owns(exchange.path) else state.cors
+        return downstream.error(request, error, cors, exchange)
     except asyncio.CancelledError:
         exchange.outcome = exchange.outcome or (
             "cut_by_shutdown" if live.stopping else "client_disconnected"
@@ -280,7 +284,10 @@ async def handle(
     finally:
         live.in_flight.discard(task)
         if not exchange.quiet:
-            log_access(exchange, time.perf_counter() - started)
+            duration = time.perf_counter() - started
+            log_access(exchange, duration)
+            if live.inspector is not None:
+                live.inspector.record(exchange, request, duration)
 
 
 async def _serve(
@@ -299,26 +306,36 @@ async def _serve(
     exchange.path = path
     cors = state.cors
     origin = cors.check_origin(request)
-    if origin is not None and cors.is_preflight(request):
+    # The inspector's paths answer no preflight: no page of another origin may call them.
+    if origin is not None and cors.is_preflight(request) and not inspector_web.owns(path):
         if cors.enabled:
             exchange.outcome = "cors_preflight"
             lines = cors.preflight(request, origin)
             return downstream.own(request, 204, lines, b"", cors, exchange)
         exchange.outcome = "preflight_forwarded"  # explained in the log: CORS is off
     if path != HEALTH_PATH and state.access.restricted:
-        state.access.check(request)  # the health check stays open, for orchestrators
+        # The health check stays open, for orchestrators; the inspector's page without a token
+        state.access.check(request, path not in inspector_web.PAGE)
     if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
+        if live.inspector is not None and inspector_web.owns(path):
+            return await inspector_web.serve(request, path, live.inspector, state, exchange)
         status, data = _reserved(state, path)
         exchange.quiet = True  # health probes every few seconds would drown the log
         return downstream.json(request, status, data, cors, exchange)
     upstream = _match(state.router, path)
     exchange.route = upstream.prefix
+    if (capture := exchange.capture) is not None:
+        capture.credentials_wait = time.perf_counter()
     credentials = await upstream.identity.credentials()  # before reading a body for nothing
+    if capture is not None:
+        capture.credentials_ready = time.perf_counter()
     if not request.body_exists:  # no timer and no share of the budget for the majority
         return await forward(
             request, client, upstream, credentials, path, query, b"", exchange, cors, task
         )
     body = await _body(request, live, task)
+    if capture is not None:
+        capture.request_body = body
     try:
         return await forward(
             request, client, upstream, credentials, path, query, body, exchange, cors, task

@@ -97,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
         if isinstance(default, ByteSize):
             default = default.human_readable(separator=" ")
         shown = "" if default in (None, PydanticUndefined) else f" (default: {default})"
+        if field.annotation is bool:
+            parser.add_argument(
+                f"--{name.replace('_', '-')}",
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{field.description} [env: {env}]{shown}",
+            )
+            continue
         choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
         parser.add_argument(
             f"--{name.replace('_', '-')}",

@@ -164,3 +164,13 @@ class FunctionUnresolved(ProxyError):
 class FunctionError(ProxyError):
     code = "function_error"
     status = 502
+
+
+class MethodNotAllowed(ProxyError):
+    code = "method_not_allowed"
+    status = 405
+
+
+class NotReplayable(ProxyError):
+    code = "not_replayable"
+    status = 409

@@ -20,7 +20,7 @@ from proxy import downstream
 from proxy.cors import CorsPolicy
 from proxy.deadline import Deadline
 from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
-from proxy.exchange import Exchange
+from proxy.exchange import Capture, Exchange
 from proxy.forbidden import region_hint
 from proxy.headers import request_header_lines
 from proxy.routing import Upstream
@@ -56,7 +56,9 @@ async def forward(
     trace = Trace(request.method, _shown(path, query), upstream) if client.debug else None
     sent: tuple[Wire, Head] | None = None
     try:
-        sent = await _send(request, client, upstream, credentials, path, query, body, trace)
+        sent = await _send(
+            request, client, upstream, credentials, path, query, body, trace, exchange.capture
+        )
         return await _answer(request, upstream, *sent, cors, exchange)
     except asyncio.CancelledError:
         if not deadline.reached():
@@ -83,11 +85,16 @@ async def _answer(
     exchange.status = head.status
     exchange.request_id = head.request_id
     exchange.error_type = head.error_type
+    if (capture := exchange.capture) is not None:
+        capture.first_byte = time.perf_counter()
+        capture.head = head
     explain = (
         (lambda body: _explain_forbidden(upstream, exchange, body)) if head.status == 403 else None
     )
     if wire.done:
         body = wire.read_nowait()
+        if capture is not None:
+            capture.response_body = body  # capped when recorded
         if explain is not None:
             explain(body)
         return downstream.whole(request, head, body, cors, exchange)
@@ -104,6 +111,7 @@ async def _send(
     query: str,
     body: bytes,
     trace: Trace | None,
+    capture: Capture | None,
 ) -> tuple[Wire, Head]:
     """Write the signed request on a pooled connection and read the answer's head. A request
     whose connection could not be made is tried once more if it is idempotent, signed afresh
@@ -120,10 +128,15 @@ async def _send(
     attempts = 2 if method in IDEMPOTENT else 1
     for attempt in range(1, attempts + 1):
         timestamp = AMZ_CLOCK()
+        if capture is not None:
+            capture.signing_started = time.perf_counter()
         head = request_head(
             method, upstream, upstream_path, query, forwarded, len(body), payload_hash,
             credentials, timestamp,
         )  # fmt: skip
+        if capture is not None:
+            capture.signed = time.perf_counter()
+            capture.signing = (upstream, upstream_path, query, payload_hash, credentials, timestamp)
         if trace is not None:
             trace.signed(upstream_path, query, payload_hash, credentials, timestamp)
         try:
@@ -142,6 +155,8 @@ async def _send(
             continue
         if trace is not None:
             trace.connected = time.perf_counter()
+        if capture is not None:
+            capture.connected = time.perf_counter()
         return await _exchange(upstream, wire, method, head, body, trace)
     raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 

@@ -78,19 +78,8 @@ class Trace:
         credentials: Credentials,
         timestamp: str,
     ) -> None:
-        upstream = self.upstream
-        token = credentials.token
-        block, signed = proxy_headers(upstream.host_header, payload_hash, timestamp, token)
-        request = canonical_request(self.method, upstream_path, query, block, signed, payload_hash)
-        scope = credential_scope(timestamp[:8], upstream.region, upstream.service)
-        to_sign = string_to_sign(timestamp, scope, request)  # it hashes the real token
-        headers = [f"x-amz-content-sha256: {payload_hash}", f"x-amz-date: {timestamp}"]
-        if token:
-            request = request.replace(token, SESSION_TOKEN_SHOWN)
-            headers.append(f"x-amz-security-token: {SESSION_TOKEN_SHOWN}")
-        headers.append(
-            f"Authorization: {ALGORITHM} Credential={mask(credentials.access_key)}/{scope}, "
-            f"SignedHeaders={signed}, Signature=<omitted>"
+        request, to_sign, headers = shown_signature(
+            self.method, self.upstream, upstream_path, query, payload_hash, credentials, timestamp
         )
         log.debug(
             "%s %s signed:\n  canonical request:%s\n  string to sign:%s\n  signed headers:%s",
@@ -132,6 +121,34 @@ class Trace:
             shown,
             extra={"fields": {"event": "upstream_timings", "status": status, **timings}},
         )
+
+
+def shown_signature(
+    method: str,
+    upstream: Upstream,
+    upstream_path: str,
+    query: str,
+    payload_hash: str,
+    credentials: Credentials,
+    timestamp: str,
+) -> tuple[str, str, list[str]]:
+    """What was signed, as it may be shown (the debug log, the inspector): the canonical
+    request with the session token replaced, the string to sign, and the signature's headers
+    with the access key masked and the signature omitted."""
+    token = credentials.token
+    block, signed = proxy_headers(upstream.host_header, payload_hash, timestamp, token)
+    request = canonical_request(method, upstream_path, query, block, signed, payload_hash)
+    scope = credential_scope(timestamp[:8], upstream.region, upstream.service)
+    to_sign = string_to_sign(timestamp, scope, request)  # it hashes the real token
+    headers = [f"x-amz-content-sha256: {payload_hash}", f"x-amz-date: {timestamp}"]
+    if token:
+        request = request.replace(token, SESSION_TOKEN_SHOWN)
+        headers.append(f"x-amz-security-token: {SESSION_TOKEN_SHOWN}")
+    headers.append(
+        f"Authorization: {ALGORITHM} Credential={mask(credentials.access_key)}/{scope}, "
+        f"SignedHeaders={signed}, Signature=<omitted>"
+    )
+    return request, to_sign, headers
 
 
 def _ms(start: float, end: float | None) -> float | None:
