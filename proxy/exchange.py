@@ -25,19 +25,33 @@ class Capture:
         "connected",
         "credentials_ready",
         "credentials_wait",
+        "duration",
         "first_byte",
         "head",
+        "id",
         "own_lines",
+        "raw_headers",
         "request_body",
+        "request_size",
         "response_body",
+        "response_size",
         "room",
         "signed",
         "signing",
         "signing_started",
+        "target",
+        "time",
+        "version",
     )
 
     def __init__(self, room: int) -> None:
         self.room = room
+        # Set when the ring records the exchange (proxy/inspector.py).
+        self.id = self.request_size = self.response_size = 0
+        self.time = self.duration = 0.0
+        self.target = ""
+        self.version: tuple[int, int] = (1, 1)
+        self.raw_headers: tuple[tuple[bytes, bytes], ...] = ()
         self.request_body = b""
         self.response_body: bytes | bytearray = b""
         self.head: Any = None  # proxy.upstream.Head of an upstream answer

@@ -1,10 +1,11 @@
 """The inspector's memory: the last requests as their access records saw them, in a ring, and
 the pages watching it (issue #15).
 
-Recording is the access line's cost plus a reference: the ring keeps the Exchange itself (with
-its Capture) and the request's parsed headers, and copies only the part of a body beyond the
-cap away (a body within it is kept as it is). Only while a page watches is anything rendered
-for it (proxy/inspector_view.py); bodies live only here, only in memory.
+Recording costs a few attribute stores: the ring keeps the Exchange itself, whose Capture holds
+references to what the request path already had (the raw request headers as parsed, the
+answer's head, the bodies), and copies a body only to cut it at the cap (one within it is kept
+as it is). Everything a page sees is made only when it asks (proxy/inspector_view.py, through
+Entry); bodies live only here, only in memory.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
 from proxy.exchange import Capture, Exchange
@@ -27,25 +27,56 @@ BODY_CAP: Final = 64 * 1024
 BACKLOG: Final = 1000
 
 
-@dataclass(slots=True)
-class Entry:
-    """One request in the ring."""
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")  # as aiohttp decodes header values
 
-    id: int
-    time: float  # the wall clock when it ended
-    duration: float  # seconds
-    exchange: Exchange
-    target: str  # the request target as it came: path and query
-    version: tuple[int, int]
-    headers: Mapping[str, str]  # the request's, as parsed (a multidict: items() repeats names)
-    host: str  # how the client addressed the proxy
-    request_size: int  # of the whole request body (the Capture keeps at most the cap)
-    response_size: int  # of the whole answer body as the inspector saw it
+
+class Entry:
+    """One recorded request, as the page's views read it (made when a page asks)."""
+
+    __slots__ = ("capture", "exchange")
+
+    def __init__(self, exchange: Exchange) -> None:
+        assert exchange.capture is not None, "only captured exchanges are recorded"
+        self.exchange = exchange
+        self.capture: Capture = exchange.capture
 
     @property
-    def capture(self) -> Capture:
-        assert self.exchange.capture is not None, "only captured exchanges are recorded"
-        return self.exchange.capture
+    def id(self) -> int:
+        return self.capture.id
+
+    @property
+    def time(self) -> float:  # the wall clock when it ended
+        return self.capture.time
+
+    @property
+    def duration(self) -> float:  # seconds
+        return self.capture.duration
+
+    @property
+    def target(self) -> str:  # the request target as it came: path and query
+        return self.capture.target
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return self.capture.version
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The request's headers as they came, every repeated one, in order."""
+        return [(_text(name), _text(value)) for name, value in self.capture.raw_headers]
+
+    @property
+    def host(self) -> str:  # how the client addressed the proxy
+        return next((value for name, value in self.headers if name.lower() == "host"), "")
+
+    @property
+    def request_size(self) -> int:  # of the whole body (the ring keeps at most the cap)
+        return self.capture.request_size
+
+    @property
+    def response_size(self) -> int:  # of the whole answer body as the proxy sent it
+        return self.capture.response_size
 
 
 class Inspector:
@@ -53,7 +84,7 @@ class Inspector:
 
     def __init__(self, size: int, body_cap: int = BODY_CAP) -> None:
         self.body_cap = body_cap
-        self.ring: deque[Entry] = deque(maxlen=size)
+        self.ring: deque[Exchange] = deque(maxlen=size)
         self._ids = itertools.count(1)
         self._watchers: set[asyncio.Queue[Entry | None]] = set()
 
@@ -62,28 +93,27 @@ class Inspector:
         capture = exchange.capture
         if capture is None:
             return
+        capture.id = next(self._ids)
+        capture.time = time.time()
+        capture.duration = duration
+        capture.target = request.raw_path
+        capture.version = request.version
+        capture.raw_headers = request.raw_headers
         cap = self.body_cap
-        request_size = len(capture.request_body)
-        if request_size > cap:
+        capture.request_size = len(capture.request_body)
+        if capture.request_size > cap:
             capture.request_body = capture.request_body[:cap]
         # A streamed answer kept no more than the cap (room went below 0 if it was longer).
-        response_size = exchange.bytes_sent if capture.room < 0 else len(capture.response_body)
-        if len(capture.response_body) > cap:
+        kept = len(capture.response_body)
+        capture.response_size = exchange.bytes_sent if capture.room < 0 else kept
+        if kept > cap:
             capture.response_body = capture.response_body[:cap]
-        entry = Entry(
-            next(self._ids),
-            time.time(),
-            duration,
-            exchange,
-            request.raw_path,
-            (request.version.major, request.version.minor),
-            request.headers,
-            request.headers.get("Host", ""),
-            request_size,
-            response_size,
-        )
-        self.ring.append(entry)
-        for queue in list(self._watchers):  # none, unless a page is open
+        self.ring.append(exchange)
+        if self._watchers:  # only while a page is open
+            self._tell(Entry(exchange))
+
+    def _tell(self, entry: Entry) -> None:
+        for queue in list(self._watchers):
             if queue.qsize() >= BACKLOG:
                 self._watchers.discard(queue)
                 queue.put_nowait(None)
@@ -91,13 +121,17 @@ class Inspector:
                 queue.put_nowait(entry)
 
     def find(self, entry_id: int) -> Entry | None:
-        for entry in self.ring:
-            if entry.id == entry_id:
-                return entry
+        for exchange in self.ring:
+            if exchange.capture is not None and exchange.capture.id == entry_id:
+                return Entry(exchange)
         return None
 
+    def entries(self) -> list[Entry]:
+        """Oldest first."""
+        return [Entry(exchange) for exchange in self.ring]
+
     def newest_first(self) -> Iterator[Entry]:
-        return reversed(self.ring)
+        return (Entry(exchange) for exchange in reversed(self.ring))
 
     def watch(self) -> asyncio.Queue[Entry | None]:
         """A queue of the requests recorded from now on; None when the page must go (the proxy

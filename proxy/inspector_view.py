@@ -172,7 +172,7 @@ def signature(entry: Entry) -> dict[str, Any] | None:
 def detail(entry: Entry, token: str | None) -> dict[str, Any]:
     """Everything the page shows of one request; `token` (the proxy's access token) is
     scrubbed from all of it."""
-    request_headers = list(entry.headers.items())
+    request_headers = entry.headers
     answer_headers = response_headers(entry)
     capture = entry.capture
     exchange = entry.exchange
@@ -227,7 +227,7 @@ def curl(entry: Entry, with_token: bool) -> str:
     elif not ((method == "GET" and not has_body) or (method == "POST" and has_body)):
         args += ["-X", method]
     args.append(f"http://{entry.host or '127.0.0.1'}{entry.target}")
-    for name, value in entry.headers.items():
+    for name, value in entry.headers:
         if name.lower() not in NOT_IN_CURL:
             args += ["-H", f"{name}: {value}" if value else f"{name};"]
     command = shlex.join(args)

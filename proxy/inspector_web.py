@@ -153,7 +153,7 @@ async def _events(
 ) -> web.StreamResponse:
     """The ring as it is (oldest first), then each request as it is recorded."""
     queue = inspector.watch()
-    backlog = b"".join([event(entry, token) for entry in inspector.ring])
+    backlog = b"".join([event(entry, token) for entry in inspector.entries()])
 
     async def next_event() -> bytes | None:
         nonlocal backlog
@@ -187,9 +187,7 @@ async def replay(request: web.BaseRequest, entry: Entry, state: ProxyState) -> d
     host, port = address
     lines = [f"{entry.exchange.method} {entry.target} HTTP/1.1"]
     lines += [
-        f"{name}: {value}"
-        for name, value in entry.headers.items()
-        if name.lower() not in NOT_REPLAYED
+        f"{name}: {value}" for name, value in entry.headers if name.lower() not in NOT_REPLAYED
     ]
     if (token := _token(state)) is not None:
         lines.append(f"X-Proxy-Token: {token}")

@@ -253,7 +253,7 @@ async def test_the_ring_keeps_the_last_requests_and_caps_bodies(
         assert detail["response_body"] == {"size": 200000, "truncated": True, "kind": "binary"}
         inspector = proxy.app[LIVE].inspector
         assert inspector is not None
-        kept = [entry.capture for entry in inspector.ring]
+        kept = [entry.capture for entry in inspector.entries()]
         assert [len(c.request_body) for c in kept] == [65536, 0]
         assert len(kept[1].response_body) == 65536  # of the stream, no more was kept
         assert len(kept[0].response_body) == upload["bytes"] < 65536  # the echo, whole
