@@ -116,11 +116,10 @@ def whole(
     the hop-by-hop ones; a length if it came chunked; no Server or Content-Type invented."""
     version = _version(request)
     keep_alive = keeps_alive(request)
-    parts = [
-        status_line(version, head.status, head.reason),
-        response_header_lines(head.raw, head.connection, cors.enabled),
-        _cors(request, cors, head),
-    ]
+    lines = response_header_lines(head.raw, head.connection, cors.enabled)
+    if (capture := exchange.capture) is not None:
+        capture.response_lines = lines
+    parts = [status_line(version, head.status, head.reason), lines, _cors(request, cors, head)]
     if not head.has_length and request.method != "HEAD" and head.status not in NO_BODY_STATUSES:
         parts.append(b"Content-Length: %d\r\n" % len(body))  # it came chunked: now framed
     if not head.has_date:
@@ -151,9 +150,12 @@ async def stream(
     bodiless = request.method == "HEAD" or head.status in NO_BODY_STATUSES
     chunked = not head.has_length and not bodiless and version >= HTTP_11
     keep_alive = keep_alive and (head.has_length or bodiless or chunked)
+    lines = response_header_lines(head.raw, head.connection, cors.enabled)
+    if (capture := exchange.capture) is not None:
+        capture.response_lines = lines
     parts = [
         status_line(version, head.status, head.reason),
-        response_header_lines(head.raw, head.connection, cors.enabled),
+        lines,
         _cors(request, cors, head),
         CHUNKED if chunked else b"",
         b"" if head.has_date else date_line(),
@@ -167,7 +169,6 @@ async def stream(
     if first_part is not None:
         first_part(b"".join(data))
     writer, protocol = request.writer, request.protocol
-    capture = exchange.capture
     while True:
         if data:
             size = sum(map(len, data))
@@ -234,7 +235,7 @@ def own(
     ]
     exchange.status = status
     if (capture := exchange.capture) is not None:
-        capture.own_lines, capture.response_body = lines, body
+        capture.response_lines, capture.response_body = lines, body
     if _send(request, answer, exchange):
         exchange.bytes_sent = len(body)
     return written(status, keep_alive)

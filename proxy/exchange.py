@@ -17,30 +17,35 @@ if TYPE_CHECKING:  # for the types only
 class Capture:
     """What the inspector shows of a request beyond its access line, filled on the request path
     only when the inspector is on: references to what the path already holds (the request body,
-    the answer's head and whole body), clock readings, the signature's inputs. Nothing is
-    copied here; the ring caps the bodies when it records the exchange. The part of a streamed
-    answer kept is at most `room` bytes."""
+    the answer's header lines and whole body), clock readings, the signature's inputs. Nothing
+    is copied here; the ring caps the bodies when it records the exchange. The part of a
+    streamed answer kept is at most `room` bytes. Strings and bytes, no containers: the ring
+    keeps 200 of these, and objects the garbage collector must track cost it on every pass."""
 
     __slots__ = (
         "connected",
+        "credentials",
         "credentials_ready",
         "credentials_wait",
         "duration",
         "first_byte",
-        "head",
         "id",
-        "own_lines",
+        "payload_hash",
         "raw_headers",
         "request_body",
         "request_size",
         "response_body",
+        "response_lines",
         "response_size",
         "room",
         "signed",
-        "signing",
+        "signed_path",
+        "signed_query",
         "signing_started",
         "target",
         "time",
+        "timestamp",
+        "upstream",
         "version",
     )
 
@@ -54,13 +59,15 @@ class Capture:
         self.raw_headers: tuple[tuple[bytes, bytes], ...] = ()
         self.request_body = b""
         self.response_body: bytes | bytearray = b""
-        self.head: Any = None  # proxy.upstream.Head of an upstream answer
-        self.own_lines: bytes | None = None  # the header lines of one of the proxy's own answers
+        self.response_lines = b""  # the answer's header lines as the client got them
         # perf_counter() readings; 0.0: not reached
         self.credentials_wait = self.credentials_ready = 0.0
         self.signing_started = self.signed = self.connected = self.first_byte = 0.0
-        # (upstream, path, query, payload hash, credentials, x-amz-date) as signed
-        self.signing: tuple[Any, str, str, str, Credentials, str] | None = None
+        # What was signed, for the canonical request and string to sign shown: the route's
+        # Upstream, the credentials, and the path, query, payload hash, x-amz-date signed.
+        self.upstream: Any = None
+        self.credentials: Credentials | None = None
+        self.signed_path = self.signed_query = self.payload_hash = self.timestamp = ""
 
     def keep(self, parts: list[bytes]) -> None:
         """Keep the beginning of a streamed answer, up to `room` bytes in all."""

@@ -87,7 +87,6 @@ async def _answer(
     exchange.error_type = head.error_type
     if (capture := exchange.capture) is not None:
         capture.first_byte = time.perf_counter()
-        capture.head = head
     explain = (
         (lambda body: _explain_forbidden(upstream, exchange, body)) if head.status == 403 else None
     )
@@ -136,7 +135,9 @@ async def _send(
         )  # fmt: skip
         if capture is not None:
             capture.signed = time.perf_counter()
-            capture.signing = (upstream, upstream_path, query, payload_hash, credentials, timestamp)
+            capture.upstream, capture.credentials = upstream, credentials
+            capture.signed_path, capture.signed_query = upstream_path, query
+            capture.payload_hash, capture.timestamp = payload_hash, timestamp
         if trace is not None:
             trace.signed(upstream_path, query, payload_hash, credentials, timestamp)
         try:

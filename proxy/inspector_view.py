@@ -80,14 +80,10 @@ def _decoded(pairs: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
 
 
 def response_headers(entry: Entry) -> list[tuple[str, str]]:
-    """The answer's headers as the upstream sent them, or the proxy's own answer's."""
-    capture = entry.capture
-    if capture.head is not None:
-        return _decoded(capture.head.raw)
-    if capture.own_lines:
-        lines = capture.own_lines.split(b"\r\n")
-        return _decoded((name, value) for name, _, value in map(_split, lines) if name)
-    return []
+    """The answer's headers as the client got them (the upstream's, less the hop-by-hop ones;
+    or the proxy's own answer's), without the CORS headers the proxy adds."""
+    lines = entry.capture.response_lines.split(b"\r\n")
+    return _decoded((name, value) for name, _, value in map(_split, lines) if name)
 
 
 def _split(line: bytes) -> tuple[bytes, bytes, bytes]:
@@ -162,10 +158,18 @@ def summary(entry: Entry) -> dict[str, Any]:
 
 
 def signature(entry: Entry) -> dict[str, Any] | None:
-    signing = entry.capture.signing
-    if signing is None:
+    c = entry.capture
+    if c.credentials is None:
         return None
-    request, to_sign, headers = shown_signature(entry.exchange.method, *signing)
+    request, to_sign, headers = shown_signature(
+        entry.exchange.method,
+        c.upstream,
+        c.signed_path,
+        c.signed_query,
+        c.payload_hash,
+        c.credentials,
+        c.timestamp,
+    )
     return {"canonical_request": request, "string_to_sign": to_sign, "signed_headers": headers}
 
 
