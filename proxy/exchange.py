@@ -49,25 +49,44 @@ class Capture:
         "version",
     )
 
+    # Set when the ring records the exchange (proxy/inspector.py).
+    id: int
+    time: float
+    duration: float
+    target: str
+    version: tuple[int, int]
+    raw_headers: tuple[tuple[bytes, bytes], ...]
+    request_size: int
+    response_size: int
+    # perf_counter() readings, set as the request reaches each: read with getattr (reached())
+    credentials_wait: float
+    credentials_ready: float
+    signing_started: float
+    signed: float
+    connected: float
+    first_byte: float
+    # What was signed, for the canonical request and string to sign shown: the route's
+    # Upstream, the credentials, and the path, query, payload hash, x-amz-date signed. Set
+    # together, once signed: `credentials` unset means never signed.
+    upstream: Any
+    credentials: Credentials
+    signed_path: str
+    signed_query: str
+    payload_hash: str
+    timestamp: str
+
     def __init__(self, room: int) -> None:
+        # Only what is read whatever happens: a Capture is made for every request, and the
+        # other slots are set as the request reaches them (unset slots cost nothing).
         self.room = room
-        # Set when the ring records the exchange (proxy/inspector.py).
-        self.id = self.request_size = self.response_size = 0
-        self.time = self.duration = 0.0
-        self.target = ""
-        self.version: tuple[int, int] = (1, 1)
-        self.raw_headers: tuple[tuple[bytes, bytes], ...] = ()
         self.request_body = b""
         self.response_body: bytes | bytearray = b""
         self.response_lines = b""  # the answer's header lines as the client got them
-        # perf_counter() readings; 0.0: not reached
-        self.credentials_wait = self.credentials_ready = 0.0
-        self.signing_started = self.signed = self.connected = self.first_byte = 0.0
-        # What was signed, for the canonical request and string to sign shown: the route's
-        # Upstream, the credentials, and the path, query, payload hash, x-amz-date signed.
-        self.upstream: Any = None
-        self.credentials: Credentials | None = None
-        self.signed_path = self.signed_query = self.payload_hash = self.timestamp = ""
+
+    def reached(self, moment: str) -> float:
+        """A clock reading (`signed`, ...), or 0.0 if the request never got there."""
+        value: float = getattr(self, moment, 0.0)
+        return value
 
     def keep(self, parts: list[bytes]) -> None:
         """Keep the beginning of a streamed answer, up to `room` bytes in all."""
