@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from proxy.exchange import Capture, Exchange
 from proxy.inspector import Entry, Inspector
-from proxy.inspector_view import body_view, curl, redact, scrub, shown_headers, summary
+from proxy.inspector_view import body_view, curl, detail, redact, scrub, shown_headers, summary
 
 
 class FakeRequest:
@@ -187,3 +187,18 @@ def test_a_curl_line_is_one_shell_command_that_sends_the_body_as_it_came() -> No
     ).stdout.split("\0")[:-1]
     assert shown == argv[1:]
     assert shown[-2:] == ["--data-binary", body]
+
+
+def test_a_refusal_is_explained_by_the_proxys_diagnosis_header_first() -> None:
+    """Another branch adds `X-Proxy-Diagnosis` to refusals (a clock skew, say): the page shows
+    its value when the answer has one, else what the access log's hint says."""
+    inspector = Inspector(2)
+    entry = recorded(inspector, answer=b"{}")
+    entry.exchange.status, entry.exchange.error_type = 403, "InvalidSignatureException"
+    assert "check the clock" in str(detail(entry, None)["diagnosis"])
+    entry.capture.response_lines = (
+        b"Content-Type: application/json\r\nX-Proxy-Diagnosis: your clock is 7 min behind\r\n"
+    )
+    shown = detail(entry, None)
+    assert shown["diagnosis"] == "your clock is 7 min behind"
+    assert ["X-Proxy-Diagnosis", "your clock is 7 min behind"] in shown["response_headers"]
