@@ -614,7 +614,11 @@ async def test_the_inspector_shows_requests_live_and_replays_them(
         timeout=PAGE_TIMEOUT * 3,
     )
 
-    assert report["before"] == [] and report["curl"] == ["200", "200", "404", "404"], report
+    # Opened without the token (a typed address): the page loads, holds no data, asks for it.
+    assert (report["withoutToken"], report["tokenFormShown"]) == ("token", True)
+    # ... and that refusal is in the ring, as every request the proxy refused.
+    assert [(r["cells"][2], r["cells"][4]) for r in report["before"]] == [("/_proxy/events", "401")]
+    assert report["curl"] == ["200", "200", "404", "404"], report
     assert report["loads"] == 1  # they appeared without a reload
     assert report["connection"] == "live"
     # Newest first: path (cell 2) and status (cell 4).
@@ -623,8 +627,9 @@ async def test_the_inspector_shows_requests_live_and_replays_them(
         ("/users/status/404", "404"),
         ("/users", "200"),
         ("/users/42?from=curl", "200"),
+        ("/_proxy/events", "401"),
     ]
-    assert report["filtered4xx"] == ["/nowhere", "/users/status/404"]
+    assert report["filtered4xx"] == ["/nowhere", "/users/status/404", "/_proxy/events"]
     assert report["filteredText"] == ["/users/status/404", "/users", "/users/42?from=curl"]
 
     detail = report["detail"]

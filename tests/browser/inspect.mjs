@@ -35,6 +35,14 @@ await run(timeout, [], result, async (browser) => {
   page.setDefaultTimeout(timeout)
   page.on('console', (message) => result.console.push(`${message.type()}: ${message.text()}`))
   page.on('pageerror', (error) => result.console.push(`pageerror: ${error.message}`))
+  // Without the token in the address, a proxy that needs one: the page asks for it.
+  const bare = new URL(url)
+  bare.hash = ''
+  await page.goto(bare.href)
+  await page.waitForSelector('body[data-state="token"], body[data-state="live"]')
+  result.withoutToken = await page.getAttribute('body', 'data-state')
+  result.tokenFormShown = await page.isVisible('#token-form')
+  await page.goto('about:blank')
   let loads = 0
   page.on('load', () => loads++)
   await page.goto(url)
