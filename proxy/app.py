@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +18,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from proxy import downstream, inspector_web
+from proxy import downstream, inspector, inspector_web
 from proxy.budget import BodyBudget
 from proxy.deadline import Deadline
 from proxy.errors import (
@@ -30,8 +31,9 @@ from proxy.errors import (
     ProxyError,
     RequestTimeout,
 )
-from proxy.exchange import Capture, Exchange
+from proxy.exchange import Capture, Exchange, Steps
 from proxy.forward import forward
+from proxy.invoke import invoke
 from proxy.logs import log_access
 from proxy.routing import Router, Upstream
 from proxy.settings import RESERVED_PREFIX, Settings
@@ -133,20 +135,24 @@ async def read_body(request: web.BaseRequest, limit: int, hint: str) -> bytes:
     return bytes(body)
 
 
-def health(state: ProxyState) -> tuple[int, object]:
+def health(state: ProxyState, client: UpstreamClient) -> tuple[int, object]:
     return 200, {"status": "ok", "pid": os.getpid()}
 
 
-def ready(state: ProxyState) -> tuple[int, object]:
+def ready(state: ProxyState, client: UpstreamClient) -> tuple[int, object]:
     identities = [identity.status() for identity in state.identities.values()]
     unusable = [status for status in identities if not status["usable"]]
-    body: dict[str, object] = {"ready": not unusable, "identities": identities}
+    body: dict[str, object] = {
+        "ready": not unusable,
+        "identities": identities,
+        "clocks": client.clocks.status(),  # AWS's clock as each upstream's answers show it
+    }
     if unusable:
         body["reason"] = "; ".join(str(status["error"]) for status in unusable)
     return 503 if unusable else 200, body
 
 
-def routes(state: ProxyState) -> tuple[int, object]:
+def routes(state: ProxyState, client: UpstreamClient) -> tuple[int, object]:
     table = [
         {
             "prefix": upstream.prefix,
@@ -166,21 +172,21 @@ def routes(state: ProxyState) -> tuple[int, object]:
 
 
 HEALTH_PATH: Final = f"{RESERVED_PREFIX}/health"
-RESERVED: Final[dict[str, Callable[[ProxyState], tuple[int, object]]]] = {
+RESERVED: Final[dict[str, Callable[[ProxyState, UpstreamClient], tuple[int, object]]]] = {
     HEALTH_PATH: health,
     f"{RESERVED_PREFIX}/ready": ready,
     f"{RESERVED_PREFIX}/routes": routes,
 }
 
 
-def _reserved(state: ProxyState, path: str) -> tuple[int, object]:
+def _reserved(state: ProxyState, client: UpstreamClient, path: str) -> tuple[int, object]:
     endpoint = RESERVED.get(path.rstrip("/"))
     if endpoint is None:
         raise NoRoute(
             f"{path} is reserved for the proxy and never forwarded; its endpoints are "
             + ", ".join(RESERVED)
         )
-    return endpoint(state)
+    return endpoint(state, client)
 
 
 def _check_request_line(request: web.BaseRequest, raw_target: str) -> None:
@@ -242,37 +248,38 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 def dispatcher(app: web.Application) -> Handler:
-    """The server's request handler: every request to `handle`, with the app's state."""
-    live, client = app[LIVE], app[CLIENT]
+    """The server's request handler: every request to `handle`, with the app's state. A partial,
+    not a closure that awaits handle(): one coroutine fewer per request."""
     # With the loop given, current_task() skips get_running_loop(), which on Python 3.11
     # makes a getpid() system call: a few microseconds per request in a VM.
     loop = asyncio.get_running_loop()
-
-    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
-        task = asyncio.current_task(loop)
-        assert task is not None
-        return await handle(request, live, client, task)
-
-    return dispatch
+    return functools.partial(handle, live=app[LIVE], client=app[CLIENT], loop=loop)
 
 
 async def handle(
-    request: web.BaseRequest, live: Live, client: UpstreamClient, task: asyncio.Task[Any]
+    request: web.BaseRequest,
+    live: Live,
+    client: UpstreamClient,
+    loop: asyncio.AbstractEventLoop,
 ) -> web.StreamResponse:
     """Every request: the proxy's checks in one order, then forward(); the one edge where the
     proxy's own errors become answers, and where the access line is written."""
     started = time.perf_counter()
+    task = asyncio.current_task(loop)
+    assert task is not None
     state = live.state  # this request keeps it, whatever a reload does
     live.in_flight.add(task)
     exchange = Exchange(request.method, request.raw_path.partition("?")[0][:2048])
-    if live.inspector is not None:
-        exchange.capture = Capture(live.inspector.body_cap)
+    if (inspecting := live.inspector) is not None:  # the ring's part; the steps while watched
+        exchange.capture = Capture(inspecting.body_cap)
+        if inspecting.watched:
+            exchange.steps = Steps(started)
     try:
         return await _serve(request, live, state, client, exchange, task)
     except ProxyError as error:
         exchange.outcome = error.code
         if error.status >= 500:
-            exchange.detail = error.message
+            exchange.detail = error.detail  # a function's own error message included
         # No CORS on the inspector's refusals either: no page of another origin reads them.
         cors = downstream.NO_CORS if inspector_web.owns(exchange.path) else state.cors
         return downstream.error(request, error, cors, exchange)
@@ -298,8 +305,42 @@ async def _serve(
     exchange: Exchange,
     task: asyncio.Task[Any],
 ) -> web.StreamResponse:
+    """The checks (`_admit`), the route's credentials, the body; then the forward. A GET with
+    credentials in hand awaits nothing here but forward()."""
+    admitted = _admit(request, live, state, client, exchange)
+    if not isinstance(admitted, tuple):  # the proxy's own answer, or the inspector's to await
+        return admitted if isinstance(admitted, web.StreamResponse) else await admitted
+    upstream, path, query = admitted
+    identity = upstream.identity
+    if identity.first_pending:
+        await identity.credentials()  # the very first resolution is still running: wait for it
+        if exchange.steps is not None:
+            exchange.steps.waited = time.perf_counter()
+    identity.current()  # CredentialsUnavailable now, not after reading a body for nothing
+    # A function without a URL is invoked through the Lambda API (proxy/invoke.py).
+    send = forward if upstream.invoke is None else invoke
+    if not request.body_exists:  # no timer and no share of the budget for the majority
+        return await send(request, client, upstream, path, query, b"", exchange, state.cors, task)
+    body = await _body(request, live, task)
+    if exchange.capture is not None:
+        inspector.body_read(exchange, body)
+    try:
+        return await send(request, client, upstream, path, query, body, exchange, state.cors, task)
+    finally:
+        live.bodies.give_back(len(body))
+
+
+def _admit(
+    request: web.BaseRequest,
+    live: Live,
+    state: ProxyState,
+    client: UpstreamClient,
+    exchange: Exchange,
+) -> tuple[Upstream, str, str] | web.StreamResponse | Awaitable[web.StreamResponse]:
     """The checks in their one order: the request line, the client's access (origin, token,
-    network, Host), the route, its credentials, the body; then the forward."""
+    network, Host), the route. Returns the route with the canonical path and query, or the
+    proxy's own answer (a CORS preflight, /_proxy/*; the inspector's, to await); raises
+    ProxyError to refuse."""
     raw_target = request.raw_path
     _check_request_line(request, raw_target)
     path, query = split_target(raw_target)
@@ -318,30 +359,13 @@ async def _serve(
         state.access.check(request, path not in inspector_web.PAGE)
     if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
         if live.inspector is not None and inspector_web.owns(path):
-            return await inspector_web.serve(request, path, live.inspector, state, exchange)
-        status, data = _reserved(state, path)
+            return inspector_web.serve(request, path, live.inspector, state, exchange)
+        status, data = _reserved(state, client, path)
         exchange.quiet = True  # health probes every few seconds would drown the log
         return downstream.json(request, status, data, cors, exchange)
     upstream = _match(state.router, path)
     exchange.route = upstream.prefix
-    if (capture := exchange.capture) is not None:
-        capture.credentials_wait = time.perf_counter()
-    credentials = await upstream.identity.credentials()  # before reading a body for nothing
-    if capture is not None:
-        capture.credentials_ready = time.perf_counter()
-    if not request.body_exists:  # no timer and no share of the budget for the majority
-        return await forward(
-            request, client, upstream, credentials, path, query, b"", exchange, cors, task
-        )
-    body = await _body(request, live, task)
-    if capture is not None:
-        capture.request_body = body
-    try:
-        return await forward(
-            request, client, upstream, credentials, path, query, body, exchange, cors, task
-        )
-    finally:
-        live.bodies.give_back(len(body))
+    return upstream, path, query
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
-from typing import Final
+from typing import Final, Protocol
 
 from aiohttp import web
 
@@ -33,7 +33,7 @@ from proxy.cors import CorsPolicy
 from proxy.errors import ERROR_HEADER, ProxyError
 from proxy.exchange import Exchange
 from proxy.headers import kept_names, response_header_lines
-from proxy.upstream import Head, Malformed, Wire
+from proxy.upstream import Head, Malformed
 from proxy.wire import LAST_CHUNK, NO_BODY_STATUSES, Version, connection_line, status_line
 
 HTTP_11: Final = (1, 1)
@@ -58,6 +58,18 @@ class HttpDate:
 
 
 date_line: Final = HttpDate()
+
+
+class Body(Protocol):
+    """An answer's body as it arrives: an upstream's Wire, or an invoked function's stream
+    (proxy/invoke.py). take(): the parts that have arrived; more(): waits for the next, []
+    at the end; `done`: all of it has been taken."""
+
+    done: bool
+
+    def take(self) -> list[bytes]: ...
+
+    async def more(self) -> list[bytes]: ...
 
 
 def keeps_alive(request: web.BaseRequest) -> bool:
@@ -117,8 +129,8 @@ def whole(
     version = _version(request)
     keep_alive = keeps_alive(request)
     lines = response_header_lines(head.raw, head.connection, cors.enabled)
-    if (capture := exchange.capture) is not None:
-        capture.response_lines = lines
+    if (capture := exchange.capture) is not None:  # the inspector's: capped when recorded
+        capture.response_lines, capture.response_body = lines, body
     parts = [status_line(version, head.status, head.reason), lines, _cors(request, cors, head)]
     if not head.has_length and request.method != "HEAD" and head.status not in NO_BODY_STATUSES:
         parts.append(b"Content-Length: %d\r\n" % len(body))  # it came chunked: now framed
@@ -134,10 +146,9 @@ def whole(
 async def stream(
     request: web.BaseRequest,
     head: Head,
-    wire: Wire,
+    wire: Body,
     cors: CorsPolicy,
     exchange: Exchange,
-    first_part: Callable[[bytes], None] | None = None,
 ) -> Written:
     """Copy an answer to the client as it arrives. The head waits for the first part of the
     body only if that part has already arrived (one write instead of two); a function still at
@@ -166,8 +177,6 @@ async def stream(
         data = wire.take()
     except (ConnectionError, OSError, Malformed) as error:
         return abort(request, exchange, error)
-    if first_part is not None:
-        first_part(b"".join(data))
     writer, protocol = request.writer, request.protocol
     while True:
         if data:
@@ -253,6 +262,8 @@ def error(
     lines = JSON + f"{ERROR_HEADER}: {error.code}\r\n".encode()
     if error.status == 401:
         lines += b'WWW-Authenticate: Bearer realm="lambda-url-proxy"\r\n'
+    if error.retry_after is not None:
+        lines += b"Retry-After: %s\r\n" % error.retry_after.encode("latin-1")
     keep_alive = request.content.is_eof()
     return own(request, error.status, lines, error.body(), cors, exchange, keep_alive)
 

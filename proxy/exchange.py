@@ -7,30 +7,26 @@ Its own module so that the log (proxy/logs.py) needs nothing of the request path
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for the types only
-    from proxy.signing import Credentials
+    from proxy.trace import Signed
 
 
 class Capture:
-    """What the inspector shows of a request beyond its access line, filled on the request path
-    only when the inspector is on: references to what the path already holds (the request body,
-    the answer's header lines and whole body), clock readings, the signature's inputs. Nothing
-    is copied here; the ring caps the bodies when it records the exchange. The part of a
-    streamed answer kept is at most `room` bytes. Strings and bytes, no containers: the ring
-    keeps 200 of these, and objects the garbage collector must track cost it on every pass."""
+    """What the inspector's ring keeps of a request beyond its access line, filled on the
+    request path only when the inspector is on: references to what the path already holds (the
+    request body, the answer's header lines and whole body). Nothing is copied here; the ring
+    caps the bodies when it records the exchange. The part of a streamed answer kept is at most
+    `room` bytes. Strings and bytes, no containers: the ring keeps 200 of these, and objects the
+    garbage collector must track cost it on every pass. The clock readings and what was signed
+    are not here: only while a page watches (Steps)."""
 
     __slots__ = (
-        "connected",
-        "credentials",
-        "credentials_ready",
-        "credentials_wait",
         "duration",
-        "first_byte",
         "id",
-        "payload_hash",
         "raw_headers",
         "request_body",
         "request_size",
@@ -38,14 +34,8 @@ class Capture:
         "response_lines",
         "response_size",
         "room",
-        "signed",
-        "signed_path",
-        "signed_query",
-        "signing_started",
         "target",
         "time",
-        "timestamp",
-        "upstream",
         "version",
     )
 
@@ -58,35 +48,13 @@ class Capture:
     raw_headers: tuple[tuple[bytes, bytes], ...]
     request_size: int
     response_size: int
-    # perf_counter() readings, set as the request reaches each: read with getattr (reached())
-    credentials_wait: float
-    credentials_ready: float
-    signing_started: float
-    signed: float
-    connected: float
-    first_byte: float
-    # What was signed, for the canonical request and string to sign shown: the route's
-    # Upstream, the credentials, and the path, query, payload hash, x-amz-date signed. Set
-    # together, once signed: `credentials` unset means never signed.
-    upstream: Any
-    credentials: Credentials
-    signed_path: str
-    signed_query: str
-    payload_hash: str
-    timestamp: str
 
     def __init__(self, room: int) -> None:
-        # Only what is read whatever happens: a Capture is made for every request, and the
-        # other slots are set as the request reaches them (unset slots cost nothing).
+        # Only what is read whatever happens: a Capture is made for every request.
         self.room = room
         self.request_body = b""
         self.response_body: bytes | bytearray = b""
         self.response_lines = b""  # the answer's header lines as the client got them
-
-    def reached(self, moment: str) -> float:
-        """A clock reading (`signed`, ...), or 0.0 if the request never got there."""
-        value: float = getattr(self, moment, 0.0)
-        return value
 
     def keep(self, parts: list[bytes]) -> None:
         """Keep the beginning of a streamed answer, up to `room` bytes in all."""
@@ -97,6 +65,35 @@ class Capture:
                 self.response_body = bytearray(self.response_body)
             self.response_body += part[: self.room]
             self.room -= len(part)
+
+
+class Steps:
+    """A request's steps as the inspector's page shows them: perf_counter() readings and what
+    was signed. Made only while a page watches (Inspector.watched): with none open, the request
+    path takes no clock reading and keeps no signature input for the inspector.
+
+    It follows the request where the debug Trace (proxy/trace.py) does, through the same
+    `if trace is not None` hooks: proxy/forward.py passes it as its trace when debug is off
+    (with debug on, the Trace fills it too)."""
+
+    __slots__ = ("connected", "first_byte", "ready", "signed_as", "signed_at", "started", "waited")
+
+    def __init__(self, started: float) -> None:
+        self.started = started  # the request arrived (app.handle's reading)
+        self.waited = 0.0  # for the first credentials (a route's first request only)
+        self.ready = 0.0  # its body read, when it had one
+        self.connected: float | None = None  # a connection to the upstream in hand
+        self.signed_at = 0.0
+        self.signed_as: Signed | None = None  # None: never signed
+        self.first_byte: float | None = None  # the answer's head arrived
+
+    def signed(self, signed: Signed) -> None:
+        """The request's head has been signed (again, after a review: the last one counts)."""
+        self.signed_at = time.perf_counter()
+        self.signed_as = signed
+
+    def done(self, status: int, outcome: str | None) -> None:
+        """Nothing to do at the end (the Trace's interface, proxy/trace.py Observer)."""
 
 
 @dataclass(slots=True)
@@ -114,4 +111,5 @@ class Exchange:
     detail: str | None = None  # what the proxy told the client, for its own 5xx errors
     hint: str | None = None  # what an upstream failure's body says it means (a 403's region)
     quiet: bool = False  # no access line: an answer of /_proxy/* (a refused one is logged)
-    capture: Capture | None = None  # the inspector's, when it is on
+    capture: Capture | None = None  # the inspector's ring's, when it is on
+    steps: Steps | None = None  # the inspector's clock readings, while a page watches

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
-from proxy.exchange import Capture, Exchange
+from proxy.exchange import Capture, Exchange, Steps
 
 if TYPE_CHECKING:  # for the types only: `check` runs without aiohttp
     from aiohttp.web import BaseRequest
@@ -34,12 +34,13 @@ def _text(value: bytes) -> str:
 class Entry:
     """One recorded request, as the page's views read it (made when a page asks)."""
 
-    __slots__ = ("capture", "exchange")
+    __slots__ = ("capture", "exchange", "steps")
 
     def __init__(self, exchange: Exchange) -> None:
         assert exchange.capture is not None, "only captured exchanges are recorded"
         self.exchange = exchange
         self.capture: Capture = exchange.capture
+        self.steps: Steps | None = exchange.steps  # None: no page watched as it passed
 
     @property
     def id(self) -> int:
@@ -87,6 +88,9 @@ class Inspector:
         self.ring: deque[Exchange] = deque(maxlen=size)
         self._ids = itertools.count(1)
         self._watchers: set[asyncio.Queue[Entry | None]] = set()
+        # A page watches: the requests take their clock readings and keep what was signed
+        # (proxy/app.py reads it once per request; nothing else on the path asks).
+        self.watched = False
 
     def record(self, exchange: Exchange, request: BaseRequest, duration: float) -> None:
         """Keep a finished request (called with its access line)."""
@@ -115,7 +119,7 @@ class Inspector:
     def _tell(self, entry: Entry) -> None:
         for queue in list(self._watchers):
             if queue.qsize() >= BACKLOG:
-                self._watchers.discard(queue)
+                self.unwatch(queue)
                 queue.put_nowait(None)
             else:
                 queue.put_nowait(entry)
@@ -138,17 +142,25 @@ class Inspector:
         stops, or the page fell too far behind)."""
         queue: asyncio.Queue[Entry | None] = asyncio.Queue()
         self._watchers.add(queue)
+        self.watched = True
         return queue
 
     def unwatch(self, queue: asyncio.Queue[Entry | None]) -> None:
         self._watchers.discard(queue)
-
-    @property
-    def watched(self) -> bool:
-        return bool(self._watchers)
+        self.watched = bool(self._watchers)
 
     def close(self) -> None:
         """The proxy stops: every page's stream ends, so the drain need not wait for them."""
         for queue in self._watchers:
             queue.put_nowait(None)
         self._watchers.clear()
+        self.watched = False
+
+
+def body_read(exchange: Exchange, body: bytes) -> None:
+    """A request's body has been read (proxy/app.py, only for a request with one): the ring
+    keeps it (capped when recorded); the steps, while a page watches, note when."""
+    if exchange.capture is not None:
+        exchange.capture.request_body = body
+    if exchange.steps is not None:
+        exchange.steps.ready = time.perf_counter()

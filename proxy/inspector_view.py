@@ -20,6 +20,8 @@ from proxy.inspector import Entry
 from proxy.logs import upstream_hint
 from proxy.trace import shown_signature
 
+TIMINGS: Final = ("credentials_ms", "signing_ms", "connect_ms", "first_byte_ms", "total_ms")
+
 REDACTED: Final = "<redacted>"
 MASKED: Final = "<masked>"
 # Headers whose whole value is a credential (the scheme of an Authorization is kept).
@@ -125,18 +127,28 @@ def body_view(data: bytes | bytearray, size: int, content_type: str | None) -> d
     return view
 
 
-def _ms(start: float, end: float) -> float | None:
+def _ms(start: float | None, end: float | None) -> float | None:
     return round((end - start) * 1000, 3) if start and end else None
 
 
 def timings(entry: Entry) -> dict[str, float | None]:
-    c = entry.capture
+    """The steps' durations; only the total for a request that passed with no page open (its
+    clock readings were not taken). A forwarded request connects, then signs; an invoked one
+    (proxy/invoke.py) signs, then connects: each step counts from the one before it."""
+    total = round(entry.duration * 1000, 3)
+    steps = entry.steps
+    if steps is None:
+        return dict.fromkeys(TIMINGS, None) | {"total_ms": total}
+    waited = steps.waited
+    ready = steps.ready or waited or steps.started  # credentials in hand and body read
+    connected, signed = steps.connected, steps.signed_at or None
+    connects_first = connected is not None and (signed is None or connected <= signed)
     return {
-        "credentials_ms": _ms(c.reached("credentials_wait"), c.reached("credentials_ready")),
-        "signing_ms": _ms(c.reached("signing_started"), c.reached("signed")),
-        "connect_ms": _ms(c.reached("signed"), c.reached("connected")),
-        "first_byte_ms": _ms(c.reached("connected"), c.reached("first_byte")),
-        "total_ms": round(entry.duration * 1000, 3),
+        "credentials_ms": _ms(steps.started, waited) if waited else 0.0,
+        "signing_ms": _ms(connected if connects_first else ready, signed),
+        "connect_ms": _ms(ready if connects_first else signed, connected),
+        "first_byte_ms": _ms(signed if connects_first else connected, steps.first_byte),
+        "total_ms": total,
     }
 
 
@@ -158,19 +170,35 @@ def summary(entry: Entry) -> dict[str, Any]:
 
 
 def signature(entry: Entry) -> dict[str, Any] | None:
-    c = entry.capture
-    if not hasattr(c, "credentials"):  # never signed: the proxy answered itself
+    """What was signed, or None: never signed, not recorded (no page open) or not signed at
+    all (a URL of AuthType NONE); `not_signed` says which."""
+    signed = entry.steps and entry.steps.signed_as
+    if not signed or signed.upstream.unsigned:
         return None
-    request, to_sign, headers = shown_signature(
-        entry.exchange.method,
-        c.upstream,
-        c.signed_path,
-        c.signed_query,
-        c.payload_hash,
-        c.credentials,
-        c.timestamp,
-    )
+    request, to_sign, headers = shown_signature(signed)
     return {"canonical_request": request, "string_to_sign": to_sign, "signed_headers": headers}
+
+
+def diagnosis(entry: Entry, code: str | None) -> str | None:
+    """What the access line explains (a refusal's review, proxy/review.py, or the upstream's
+    error type), after the code of the `X-Proxy-Diagnosis` the answer carried, if any."""
+    exchange = entry.exchange
+    explained = (
+        exchange.hint or upstream_hint(exchange.status, exchange.error_type) or exchange.detail
+    )
+    return f"{code}: {explained}" if code and explained else code or explained
+
+
+def not_signed(entry: Entry) -> str | None:
+    """Why the page shows no signature, or None when it shows one."""
+    steps = entry.steps
+    if steps is None:
+        return "not recorded: no inspector page was open when it passed"
+    if steps.signed_as is None:
+        return "not signed: the proxy answered itself"
+    if steps.signed_as.upstream.unsigned:
+        return "not signed: the route's function URL has AuthType NONE"
+    return None
 
 
 def detail(entry: Entry, token: str | None) -> dict[str, Any]:
@@ -193,10 +221,8 @@ def detail(entry: Entry, token: str | None) -> dict[str, Any]:
         ),
         "timings": timings(entry),
         "signature": signature(entry),
-        "diagnosis": _header(answer_headers, DIAGNOSIS)
-        or exchange.hint
-        or upstream_hint(exchange.status, exchange.error_type)
-        or exchange.detail,
+        "not_signed": not_signed(entry),
+        "diagnosis": diagnosis(entry, _header(answer_headers, DIAGNOSIS)),
         "upstream_error_type": exchange.error_type,
         "curl": curl(entry, token is not None),
         "replayable": entry.request_size == len(capture.request_body),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Final
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 from proxy.credentials import mask
 from proxy.routing import Upstream
@@ -23,6 +23,9 @@ from proxy.signing import (
     string_to_sign,
 )
 
+if TYPE_CHECKING:
+    from proxy.exchange import Steps
+
 log: Final = logging.getLogger("proxy.trace")
 SESSION_TOKEN_SHOWN: Final = "<session token>"  # noqa: S105 - a placeholder, not a secret
 
@@ -31,18 +34,49 @@ def _indented(text: str) -> str:
     return "".join(f"\n    {line}" for line in text.split("\n"))
 
 
+class Signed(NamedTuple):
+    """What a request's signature was made of (the canonical request and string to sign are
+    made of it again only to be shown)."""
+
+    method: str
+    upstream: Upstream
+    upstream_path: str
+    query: str
+    payload_hash: str
+    credentials: Credentials
+    timestamp: str
+
+
+class Observer(Protocol):
+    """What follows a request through proxy/forward.py: the debug Trace, or the inspector's
+    Steps (proxy/exchange.py) while a page watches. The request path sets the two readings and
+    calls the two methods, each behind `if trace is not None`."""
+
+    connected: float | None
+    first_byte: float | None
+
+    def signed(self, signed: Signed) -> None: ...
+
+    def done(self, status: int, outcome: str | None) -> None: ...
+
+
 class Trace:
-    """One request's debug lines, and the clock readings its timing line is made of."""
+    """One request's debug lines, and the clock readings its timing line is made of; the
+    inspector's `steps` filled too, when a page watches."""
 
-    __slots__ = ("connected", "first_byte", "method", "path", "started", "upstream")
+    __slots__ = ("connected", "first_byte", "method", "own", "path", "started", "steps", "upstream")
 
-    def __init__(self, method: str, path: str, upstream: Upstream) -> None:
+    def __init__(
+        self, method: str, path: str, upstream: Upstream, steps: Steps | None = None
+    ) -> None:
         self.method = method
         self.path = path
         self.upstream = upstream
+        self.steps = steps
         self.started = time.perf_counter()
         self.connected: float | None = None
         self.first_byte: float | None = None
+        self.own = 0.0  # the time its own debug lines took since `started`
 
     def route(self, upstream_path: str, query: str, credentials: Credentials) -> None:
         upstream = self.upstream
@@ -69,18 +103,15 @@ class Trace:
                 }
             },
         )
+        # The timings count from here, when the request goes to the connection pool.
+        self.started = time.perf_counter()
 
-    def signed(
-        self,
-        upstream_path: str,
-        query: str,
-        payload_hash: str,
-        credentials: Credentials,
-        timestamp: str,
-    ) -> None:
-        request, to_sign, headers = shown_signature(
-            self.method, self.upstream, upstream_path, query, payload_hash, credentials, timestamp
-        )
+    def signed(self, signed: Signed) -> None:
+        if self.steps is not None:
+            self.steps.connected = self.connected
+            self.steps.signed(signed)
+        begun = time.perf_counter()
+        request, to_sign, headers = shown_signature(signed)
         log.debug(
             "%s %s signed:\n  canonical request:%s\n  string to sign:%s\n  signed headers:%s",
             self.method,
@@ -97,16 +128,18 @@ class Trace:
                 }
             },
         )
-        # The timings count from here, when the request goes to the connection pool: the lines
-        # above (and a retry's wait) are not the upstream's time.
-        self.started = time.perf_counter()
+        # Signed once connected: the later timings leave out the time these lines took.
+        self.own += time.perf_counter() - begun
 
     def done(self, status: int, outcome: str | None) -> None:
         now = time.perf_counter()
+        if self.steps is not None:
+            self.steps.first_byte = self.first_byte
+        own = self.own
         timings = {
             "connect_ms": _ms(self.started, self.connected),
-            "first_byte_ms": _ms(self.started, self.first_byte),
-            "total_ms": _ms(self.started, now),
+            "first_byte_ms": _ms(self.started, self.first_byte and self.first_byte - own),
+            "total_ms": _ms(self.started, now - own),
         }
         shown = ", ".join(
             f"{name[:-3].replace('_', ' ')} {value:.1f} ms"
@@ -123,18 +156,11 @@ class Trace:
         )
 
 
-def shown_signature(
-    method: str,
-    upstream: Upstream,
-    upstream_path: str,
-    query: str,
-    payload_hash: str,
-    credentials: Credentials,
-    timestamp: str,
-) -> tuple[str, str, list[str]]:
+def shown_signature(signed_as: Signed) -> tuple[str, str, list[str]]:
     """What was signed, as it may be shown (the debug log, the inspector): the canonical
     request with the session token replaced, the string to sign, and the signature's headers
     with the access key masked and the signature omitted."""
+    method, upstream, upstream_path, query, payload_hash, credentials, timestamp = signed_as
     token = credentials.token
     block, signed = proxy_headers(upstream.host_header, payload_hash, timestamp, token)
     request = canonical_request(method, upstream_path, query, block, signed, payload_hash)

@@ -5,9 +5,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import signal
 import subprocess
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -16,7 +19,8 @@ from aiohttp import ClientSession
 
 from proxy.app import LIVE
 from tests.conftest import AKID, KEYS, SECRET, RunningProxy, route, running_proxy, spawn
-from tests.fake_function_url import FakeFunctionUrl
+from tests.fake_function_url import FakeFunctionUrl, KeyRecord
+from tests.fake_lambda_api import FakeLambdaApi
 
 TOKEN = "inspector-test-token-0123"
 SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
@@ -28,6 +32,15 @@ async def get_json(proxy: RunningProxy, path: str, **headers: str) -> Any:
         assert response.status == 200, await response.text()
         assert not any(name.startswith("Access-Control-") for name in response.headers)
         return await response.json()
+
+
+@contextlib.asynccontextmanager
+async def watching(proxy: RunningProxy) -> AsyncIterator[aiohttp.StreamReader]:
+    """The inspector's page open: its stream of events connected (the proxy has registered it
+    once the answer's head has come)."""
+    async with proxy.client.get(proxy.url + "/_proxy/events", headers=SAME_ORIGIN) as events:
+        assert events.status == 200
+        yield events.content
 
 
 async def rows(proxy: RunningProxy, **headers: str) -> list[dict[str, Any]]:
@@ -56,60 +69,147 @@ async def test_the_page_and_its_files_ship_in_the_package(proxy: RunningProxy) -
 async def test_requests_are_listed_newest_first_and_shown_redacted(
     proxy: RunningProxy, fake: FakeFunctionUrl
 ) -> None:
-    async with proxy.client.get(proxy.url + "/fn/first?x=1") as response:
-        assert response.status == 200
-    async with proxy.client.post(
-        proxy.url + "/fn/second",
-        data=b'{"name":"Ada","n":[1,2]}',
-        headers={
-            "Content-Type": "application/json",
-            "Authorization": "Bearer client-secret",
-            "Cookie": "session=abc123; theme=dark",
-            "X-Amz-Security-Token": "client-session-token",
-        },
-    ) as response:
-        assert response.status == 200
-        request_id = response.headers["x-amzn-RequestId"]
-    listed = await rows(proxy)
-    assert [(r["method"], r["path"], r["route"], r["status"]) for r in listed] == [
-        ("POST", "/fn/second", "/fn", 200),
-        ("GET", "/fn/first?x=1", "/fn", 200),
-    ]
-    assert listed[0]["request_id"] == request_id
-    assert listed[0]["id"] > listed[1]["id"]
+    async with watching(proxy):  # a page is open: the steps are timed, the signature kept
+        async with proxy.client.get(proxy.url + "/fn/first?x=1") as response:
+            assert response.status == 200
+        async with proxy.client.post(
+            proxy.url + "/fn/second",
+            data=b'{"name":"Ada","n":[1,2]}',
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": "Bearer client-secret",
+                "Cookie": "session=abc123; theme=dark",
+                "X-Amz-Security-Token": "client-session-token",
+            },
+        ) as response:
+            assert response.status == 200
+            request_id = response.headers["x-amzn-RequestId"]
+        listed = await rows(proxy)
+        assert [(r["method"], r["path"], r["route"], r["status"]) for r in listed] == [
+            ("POST", "/fn/second", "/fn", 200),
+            ("GET", "/fn/first?x=1", "/fn", 200),
+        ]
+        assert listed[0]["request_id"] == request_id
+        assert listed[0]["id"] > listed[1]["id"]
 
-    detail = await get_json(proxy, f"/_proxy/requests/{listed[0]['id']}")
-    # The function's echo of the cookie it received is its own body, shown as it answered.
-    text = json.dumps({**detail, "response_body": None})
-    for secret in ("client-secret", "abc123", "dark", "client-session-token", SECRET):
-        assert secret not in text
-    shown = {name.lower(): value for name, value in detail["request_headers"]}
-    assert shown["authorization"] == "Bearer <redacted>"
-    assert shown["cookie"] == "session=<masked>; theme=<masked>"
-    assert shown["x-amz-security-token"] == "<redacted>"
-    assert detail["request_body"] == {
-        "size": 24,
-        "truncated": False,
-        "kind": "json",
-        "text": '{\n  "name": "Ada",\n  "n": [\n    1,\n    2\n  ]\n}',
-    }
-    answer = json.loads(detail["response_body"]["text"])  # what the function echoed
-    assert (answer["method"], answer["path"]) == ("POST", "/second")
-    assert detail["response_body"]["kind"] == "json"
-    assert ["Content-Type", "application/json"] in detail["response_headers"]
-    signature = detail["signature"]
-    assert signature["canonical_request"].startswith("POST\n/second\n\nhost:")
-    assert signature["string_to_sign"].startswith("AWS4-HMAC-SHA256\n")
-    assert AKID not in text and f"{AKID[:4]}...{AKID[-4:]}" in text  # the key masked
-    assert "Signature=<omitted>" in signature["signed_headers"][-1]
+        detail = await get_json(proxy, f"/_proxy/requests/{listed[0]['id']}")
+        # The function's echo of the cookie it received is its own body, shown as it answered.
+        text = json.dumps({**detail, "response_body": None})
+        for secret in ("client-secret", "abc123", "dark", "client-session-token", SECRET):
+            assert secret not in text
+        shown = {name.lower(): value for name, value in detail["request_headers"]}
+        assert shown["authorization"] == "Bearer <redacted>"
+        assert shown["cookie"] == "session=<masked>; theme=<masked>"
+        assert shown["x-amz-security-token"] == "<redacted>"
+        assert detail["request_body"] == {
+            "size": 24,
+            "truncated": False,
+            "kind": "json",
+            "text": '{\n  "name": "Ada",\n  "n": [\n    1,\n    2\n  ]\n}',
+        }
+        answer = json.loads(detail["response_body"]["text"])  # what the function echoed
+        assert (answer["method"], answer["path"]) == ("POST", "/second")
+        assert detail["response_body"]["kind"] == "json"
+        assert ["Content-Type", "application/json"] in detail["response_headers"]
+        signature = detail["signature"]
+        assert signature["canonical_request"].startswith("POST\n/second\n\nhost:")
+        assert signature["string_to_sign"].startswith("AWS4-HMAC-SHA256\n")
+        assert AKID not in text and f"{AKID[:4]}...{AKID[-4:]}" in text  # the key masked
+        assert "Signature=<omitted>" in signature["signed_headers"][-1]
+        timings = detail["timings"]
+        assert set(timings) == {
+            "credentials_ms", "signing_ms", "connect_ms", "first_byte_ms", "total_ms"
+        }  # fmt: skip
+        assert all(isinstance(value, float) and value >= 0 for value in timings.values()), timings
+        assert detail["curl"].startswith(
+            f"curl {proxy.url}/fn/second -H 'Content-Type: application"
+        )
+        assert detail["replayable"] is True
+        assert detail["diagnosis"] is None
+
+
+async def test_with_no_page_open_only_the_ring_is_kept(proxy: RunningProxy) -> None:
+    """No page open: no clock reading and no signature input is kept (the cost of the inspector
+    on every request, bench/README.md); the headers and bodies are, and the page says why the
+    rest is missing. A page open: the steps are timed; closed again: no longer."""
+    inspector = proxy.app[LIVE].inspector
+    assert inspector is not None and not inspector.watched
+    async with proxy.client.post(proxy.url + "/fn/unwatched", data=b"hello") as response:
+        assert response.status == 200
+    async with watching(proxy) as events:
+        assert inspector.watched
+        async with proxy.client.get(proxy.url + "/fn/watched") as response:
+            assert response.status == 200
+        async with proxy.client.get(proxy.url + "/nowhere") as response:
+            assert response.status == 404
+        unwatched = await read_event(events)  # the ring, first
+        watched, own = await read_event(events), await read_event(events)
+        assert [row["path"] for row in (unwatched, watched, own)] == [
+            "/fn/unwatched", "/fn/watched", "/nowhere"
+        ]  # fmt: skip
+    for _ in range(200):  # the page's stream ends with its connection: the proxy sees it go
+        if not inspector.watched:
+            break
+        await asyncio.sleep(0.01)
+    assert not inspector.watched
+    async with proxy.client.get(proxy.url + "/fn/after") as response:
+        assert response.status == 200
+    steps = {r.exchange.path: r.steps for r in inspector.entries()}
+    assert steps["/fn/watched"] is not None and steps["/nowhere"] is not None
+    assert steps["/fn/unwatched"] is None and steps["/fn/after"] is None
+
+    detail = await get_json(proxy, f"/_proxy/requests/{unwatched['id']}")
+    assert detail["request_body"]["text"] == "hello"
+    assert json.loads(detail["response_body"]["text"])["path"] == "/unwatched"
+    assert ["Content-Length", "5"] in detail["request_headers"]
+    assert detail["signature"] is None
+    assert detail["not_signed"] == "not recorded: no inspector page was open when it passed"
     timings = detail["timings"]
-    assert set(timings) == {
-        "credentials_ms", "signing_ms", "connect_ms", "first_byte_ms", "total_ms"
-    }  # fmt: skip
-    assert all(isinstance(value, float) and value >= 0 for value in timings.values()), timings
-    assert detail["curl"].startswith(f"curl {proxy.url}/fn/second -H 'Content-Type: application")
-    assert detail["replayable"] is True
-    assert detail["diagnosis"] is None
+    assert timings.pop("total_ms") > 0 and set(timings.values()) == {None}
+    detail = await get_json(proxy, f"/_proxy/requests/{watched['id']}")
+    assert detail["signature"]["canonical_request"].startswith("GET\n/watched\n")
+    assert detail["not_signed"] is None
+    assert all(value is not None for value in detail["timings"].values()), detail["timings"]
+    detail = await get_json(proxy, f"/_proxy/requests/{own['id']}")
+    assert detail["not_signed"] == "not signed: the proxy answered itself"
+
+
+async def test_with_debug_on_the_trace_fills_the_pages_steps(
+    fake: FakeFunctionUrl, aws_keys: None
+) -> None:
+    async with running_proxy(routes=[route("/fn", fake.url)], log_level="debug") as proxy:
+        async with watching(proxy) as events:
+            async with proxy.client.get(proxy.url + "/fn/traced") as response:
+                assert response.status == 200
+            row = await read_event(events)
+            detail = await get_json(proxy, f"/_proxy/requests/{row['id']}")
+    assert detail["signature"]["canonical_request"].startswith("GET\n/traced\n")
+    assert all(value is not None for value in detail["timings"].values()), detail["timings"]
+
+
+async def test_an_invoked_function_shows_the_lambda_api_call_it_signed(aws_keys: None) -> None:
+    """A function without a URL (proxy/invoke.py): the ring keeps the client's request and the
+    function's answer; the signature is of the Invoke call to the Lambda API."""
+    async with FakeLambdaApi() as api:
+        api.keys[AKID] = KeyRecord(SECRET)
+        api.add_function("echo")
+        os.environ["AWS_ENDPOINT_URL_LAMBDA"] = api.url
+        try:
+            routes = [{"prefix": "/echo", "function": "echo", "region": "us-east-1"}]
+            async with running_proxy(routes=routes) as proxy, watching(proxy) as events:
+                async with proxy.client.post(proxy.url + "/echo/x?a=1", data=b"hi") as response:
+                    assert response.status == 200
+                    answer = await response.read()
+                row = await read_event(events)
+                detail = await get_json(proxy, f"/_proxy/requests/{row['id']}")
+        finally:
+            del os.environ["AWS_ENDPOINT_URL_LAMBDA"]
+    assert (row["path"], row["route"], row["status"]) == ("/echo/x?a=1", "/echo", 200)
+    assert detail["request_body"]["text"] == "hi"
+    assert detail["response_body"]["text"] == json.dumps(json.loads(answer), indent=2)
+    canonical = detail["signature"]["canonical_request"]
+    assert canonical.startswith("POST\n/2015-03-31/functions/echo/invocations\n"), canonical
+    assert all(value is not None for value in detail["timings"].values()), detail["timings"]
 
 
 async def test_a_refusal_shows_its_diagnosis(fake: FakeFunctionUrl, aws_keys: None) -> None:
@@ -120,7 +220,7 @@ async def test_a_refusal_shows_its_diagnosis(fake: FakeFunctionUrl, aws_keys: No
         (row,) = await rows(proxy)
         detail = await get_json(proxy, f"/_proxy/requests/{row['id']}")
     assert detail["upstream_error_type"] == "UnrecognizedClientException"
-    assert "AWS does not know these credentials" in detail["diagnosis"]
+    assert detail["diagnosis"].startswith("credentials_rejected: AWS rejected the credentials")
 
 
 async def test_the_proxys_own_answers_are_recorded(proxy: RunningProxy) -> None:

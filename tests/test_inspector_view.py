@@ -189,16 +189,18 @@ def test_a_curl_line_is_one_shell_command_that_sends_the_body_as_it_came() -> No
     assert shown[-2:] == ["--data-binary", body]
 
 
-def test_a_refusal_is_explained_by_the_proxys_diagnosis_header_first() -> None:
-    """Another branch adds `X-Proxy-Diagnosis` to refusals (a clock skew, say): the page shows
-    its value when the answer has one, else what the access log's hint says."""
+def test_a_refusal_is_explained_with_the_code_of_its_diagnosis_header() -> None:
+    """A refusal the proxy reviewed (proxy/review.py) carries `X-Proxy-Diagnosis: <code>` and
+    its explanation is the access line's: the page shows both; without the header, the upstream
+    error type's hint."""
     inspector = Inspector(2)
     entry = recorded(inspector, answer=b"{}")
     entry.exchange.status, entry.exchange.error_type = 403, "InvalidSignatureException"
     assert "check the clock" in str(detail(entry, None)["diagnosis"])
     entry.capture.response_lines = (
-        b"Content-Type: application/json\r\nX-Proxy-Diagnosis: your clock is 7 min behind\r\n"
+        b"Content-Type: application/json\r\nX-Proxy-Diagnosis: clock_skew\r\n"
     )
+    entry.exchange.hint = "your clock is 7 min behind"
     shown = detail(entry, None)
-    assert shown["diagnosis"] == "your clock is 7 min behind"
-    assert ["X-Proxy-Diagnosis", "your clock is 7 min behind"] in shown["response_headers"]
+    assert shown["diagnosis"] == "clock_skew: your clock is 7 min behind"
+    assert ["X-Proxy-Diagnosis", "clock_skew"] in shown["response_headers"]

@@ -192,7 +192,7 @@ async function show(id) {
   $('request-body').textContent = bodyText(data.request_body)
   $('response-body').textContent = bodyText(data.response_body)
   const signature = data.signature
-  $('canonical-request').textContent = signature ? signature.canonical_request : '(not signed: the proxy answered itself)'
+  $('canonical-request').textContent = signature ? signature.canonical_request : `(${data.not_signed})`
   $('string-to-sign').textContent = signature ? signature.string_to_sign : ''
   $('curl').textContent = shownCurl = data.curl
   $('replay').disabled = !data.replayable
