@@ -124,8 +124,9 @@ class AccessPolicy:
         self.gated = self._token is not None or bool(self._networks)
         self.restricted = self.gated or not hosts.any
 
-    def check(self, request: BaseRequest) -> None:
-        """Raise unless the request may be forwarded."""
+    def check(self, request: BaseRequest, token: bool = True) -> None:
+        """Raise unless the request may be forwarded; without `token`, the access token is not
+        asked for (the inspector page's own files, which hold no data)."""
         host = request.headers.get("Host")
         if host is not None and not self._hosts.allows(host):
             raise self._hosts.refusal(host)
@@ -140,7 +141,7 @@ class AccessPolicy:
                     f"clients from {remote or 'an unknown address'} may not use this proxy: "
                     "add their network to allowed_clients"
                 )
-        if self._token is not None:
+        if self._token is not None and token:
             offered = request.headers.get(TOKEN_HEADER)
             if offered is None:
                 scheme, _, value = request.headers.get("Authorization", "").partition(" ")

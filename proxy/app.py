@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from proxy import downstream
+from proxy import downstream, inspector, inspector_web
 from proxy.budget import BodyBudget
 from proxy.deadline import Deadline
 from proxy.errors import (
@@ -31,7 +31,7 @@ from proxy.errors import (
     ProxyError,
     RequestTimeout,
 )
-from proxy.exchange import Exchange
+from proxy.exchange import Capture, Exchange, Steps
 from proxy.forward import forward
 from proxy.invoke import invoke
 from proxy.logs import log_access
@@ -270,13 +270,19 @@ async def handle(
     state = live.state  # this request keeps it, whatever a reload does
     live.in_flight.add(task)
     exchange = Exchange(request.method, request.raw_path.partition("?")[0][:2048])
+    if (inspecting := live.inspector) is not None:  # the ring's part; the steps while watched
+        exchange.capture = Capture(inspecting.body_cap)
+        if inspecting.watched:
+            exchange.steps = Steps(started)
     try:
         return await _serve(request, live, state, client, exchange, task)
     except ProxyError as error:
         exchange.outcome = error.code
         if error.status >= 500:
             exchange.detail = error.detail  # a function's own error message included
-        return downstream.error(request, error, state.cors, exchange)
+        # No CORS on the inspector's refusals either: no page of another origin reads them.
+        cors = downstream.NO_CORS if inspector_web.owns(exchange.path) else state.cors
+        return downstream.error(request, error, cors, exchange)
     except asyncio.CancelledError:
         exchange.outcome = exchange.outcome or (
             "cut_by_shutdown" if live.stopping else "client_disconnected"
@@ -285,7 +291,10 @@ async def handle(
     finally:
         live.in_flight.discard(task)
         if not exchange.quiet:
-            log_access(exchange, time.perf_counter() - started)
+            duration = time.perf_counter() - started
+            log_access(exchange, duration)
+            if live.inspector is not None:
+                live.inspector.record(exchange, request, duration)
 
 
 async def _serve(
@@ -298,19 +307,23 @@ async def _serve(
 ) -> web.StreamResponse:
     """The checks (`_admit`), the route's credentials, the body; then the forward. A GET with
     credentials in hand awaits nothing here but forward()."""
-    admitted = _admit(request, state, client, exchange)
-    if isinstance(admitted, web.StreamResponse):
-        return admitted  # the proxy's own answer
+    admitted = _admit(request, live, state, client, exchange)
+    if not isinstance(admitted, tuple):  # the proxy's own answer, or the inspector's to await
+        return admitted if isinstance(admitted, web.StreamResponse) else await admitted
     upstream, path, query = admitted
     identity = upstream.identity
     if identity.first_pending:
         await identity.credentials()  # the very first resolution is still running: wait for it
+        if exchange.steps is not None:
+            exchange.steps.waited = time.perf_counter()
     identity.current()  # CredentialsUnavailable now, not after reading a body for nothing
     # A function without a URL is invoked through the Lambda API (proxy/invoke.py).
     send = forward if upstream.invoke is None else invoke
     if not request.body_exists:  # no timer and no share of the budget for the majority
         return await send(request, client, upstream, path, query, b"", exchange, state.cors, task)
     body = await _body(request, live, task)
+    if exchange.capture is not None:
+        inspector.body_read(exchange, body)
     try:
         return await send(request, client, upstream, path, query, body, exchange, state.cors, task)
     finally:
@@ -318,26 +331,35 @@ async def _serve(
 
 
 def _admit(
-    request: web.BaseRequest, state: ProxyState, client: UpstreamClient, exchange: Exchange
-) -> tuple[Upstream, str, str] | web.StreamResponse:
+    request: web.BaseRequest,
+    live: Live,
+    state: ProxyState,
+    client: UpstreamClient,
+    exchange: Exchange,
+) -> tuple[Upstream, str, str] | web.StreamResponse | Awaitable[web.StreamResponse]:
     """The checks in their one order: the request line, the client's access (origin, token,
     network, Host), the route. Returns the route with the canonical path and query, or the
-    proxy's own answer (a CORS preflight, /_proxy/*); raises ProxyError to refuse."""
+    proxy's own answer (a CORS preflight, /_proxy/*; the inspector's, to await); raises
+    ProxyError to refuse."""
     raw_target = request.raw_path
     _check_request_line(request, raw_target)
     path, query = split_target(raw_target)
     exchange.path = path
     cors = state.cors
     origin = cors.check_origin(request)
-    if origin is not None and cors.is_preflight(request):
+    # The inspector's paths answer no preflight: no page of another origin may call them.
+    if origin is not None and cors.is_preflight(request) and not inspector_web.owns(path):
         if cors.enabled:
             exchange.outcome = "cors_preflight"
             lines = cors.preflight(request, origin)
             return downstream.own(request, 204, lines, b"", cors, exchange)
         exchange.outcome = "preflight_forwarded"  # explained in the log: CORS is off
     if path != HEALTH_PATH and state.access.restricted:
-        state.access.check(request)  # the health check stays open, for orchestrators
+        # The health check stays open, for orchestrators; the inspector's page without a token
+        state.access.check(request, path not in inspector_web.PAGE)
     if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
+        if live.inspector is not None and inspector_web.owns(path):
+            return inspector_web.serve(request, path, live.inspector, state, exchange)
         status, data = _reserved(state, client, path)
         exchange.quiet = True  # health probes every few seconds would drown the log
         return downstream.json(request, status, data, cors, exchange)

@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     types: dict[str | None, Any] = {"route": _route_flag, "path": Path, None: None}
     for flag in FLAGS:
+        if flag.kind == "bool":  # --name and --no-name; None when not given (the env's, then)
+            parser.add_argument(
+                *flag.names, dest=flag.dest, action=argparse.BooleanOptionalAction, help=flag.help
+            )
+            continue
         parser.add_argument(
             *flag.names,
             dest=flag.dest,

@@ -7,6 +7,7 @@ is written here, and CORS headers are added here, to every kind of answer.
 - own():      the proxy's own answers: its JSON errors (error()), /_proxy/* (json()), preflights
 - refuse():   a request aiohttp's parser refused; turn_away(): a connection over the cap
 - interim():  100 Continue
+- events():   Server-Sent Events for the inspector's page, until it goes or the proxy stops
 
 aiohttp's server reads the requests; its response classes are not used: each answer goes to the
 transport in as few writes as its bytes allow, and the handler returns a `Written`
@@ -21,6 +22,7 @@ import functools
 import json as jsonlib
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from typing import Final, Protocol
 
@@ -126,11 +128,10 @@ def whole(
     the hop-by-hop ones; a length if it came chunked; no Server or Content-Type invented."""
     version = _version(request)
     keep_alive = keeps_alive(request)
-    parts = [
-        status_line(version, head.status, head.reason),
-        response_header_lines(head.raw, head.connection, cors.enabled),
-        _cors(request, cors, head),
-    ]
+    lines = response_header_lines(head.raw, head.connection, cors.enabled)
+    if (capture := exchange.capture) is not None:  # the inspector's: capped when recorded
+        capture.response_lines, capture.response_body = lines, body
+    parts = [status_line(version, head.status, head.reason), lines, _cors(request, cors, head)]
     if not head.has_length and request.method != "HEAD" and head.status not in NO_BODY_STATUSES:
         parts.append(b"Content-Length: %d\r\n" % len(body))  # it came chunked: now framed
     if not head.has_date:
@@ -160,9 +161,12 @@ async def stream(
     bodiless = request.method == "HEAD" or head.status in NO_BODY_STATUSES
     chunked = not head.has_length and not bodiless and version >= HTTP_11
     keep_alive = keep_alive and (head.has_length or bodiless or chunked)
+    lines = response_header_lines(head.raw, head.connection, cors.enabled)
+    if (capture := exchange.capture) is not None:
+        capture.response_lines = lines
     parts = [
         status_line(version, head.status, head.reason),
-        response_header_lines(head.raw, head.connection, cors.enabled),
+        lines,
         _cors(request, cors, head),
         CHUNKED if chunked else b"",
         b"" if head.has_date else date_line(),
@@ -178,6 +182,8 @@ async def stream(
         if data:
             size = sum(map(len, data))
             exchange.bytes_sent += size
+            if capture is not None and capture.room > 0:
+                capture.keep(data)
             if chunked:  # the parts that came together go as one chunk
                 parts += (b"%x\r\n" % size, *data, b"\r\n")
             else:
@@ -237,6 +243,8 @@ def own(
         b"" if request.method == "HEAD" else body,
     ]
     exchange.status = status
+    if (capture := exchange.capture) is not None:
+        capture.response_lines, capture.response_body = lines, body
     if _send(request, answer, exchange):
         exchange.bytes_sent = len(body)
     return written(status, keep_alive)
@@ -264,6 +272,45 @@ def json(
     request: web.BaseRequest, status: int, data: object, cors: CorsPolicy, exchange: Exchange
 ) -> Written:
     return own(request, status, JSON, jsonlib.dumps(data).encode(), cors, exchange)
+
+
+EVENT_STREAM: Final = (
+    b"Content-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+    b"X-Content-Type-Options: nosniff\r\n"
+)
+
+
+async def events(
+    request: web.BaseRequest,
+    next_event: Callable[[], Awaitable[bytes | None]],
+    exchange: Exchange,
+) -> Written:
+    """Server-Sent Events, each written as `next_event` gives it, until it gives None or the
+    client goes. No length and no chunks: the stream ends with the connection."""
+    version = _version(request)
+    head = [status_line(version, 200), EVENT_STREAM, date_line(), connection_line(version, False)]
+    exchange.status = 200
+    if not _send(request, [*head, b"\r\n"], exchange):
+        return written(200, False)
+    writer, protocol = request.writer, request.protocol
+    while (data := await next_event()) is not None:
+        if not _send(request, [data], exchange):
+            break
+        exchange.bytes_sent += len(data)
+        if protocol.writing_paused:  # a page that reads nothing is not given more
+            try:
+                await writer.drain()
+            except ConnectionError:
+                break
+    return written(200, False)
+
+
+def local_address(request: web.BaseRequest) -> tuple[str, int] | None:
+    """The address and port the client reached the proxy on (the inspector's replay goes
+    there), or None once the connection is gone."""
+    transport = request.transport
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    return (sockname[0], sockname[1]) if sockname else None
 
 
 def interim(request: web.BaseRequest) -> None:

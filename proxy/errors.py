@@ -173,3 +173,13 @@ class InvokeFailed(ProxyError):
 class FunctionError(ProxyError):
     code = "function_error"
     status = 502
+
+
+class MethodNotAllowed(ProxyError):
+    code = "method_not_allowed"
+    status = 405
+
+
+class NotReplayable(ProxyError):
+    code = "not_replayable"
+    status = 409

@@ -18,7 +18,7 @@ GENERATED: Final = Path(__file__).with_name("_flags.py")
 
 class Flag(NamedTuple):
     """One `parser.add_argument(*names, ...)`; `kind` names its type: "route" (PREFIX=URL,
-    checked as it is parsed), "path", or None for text."""
+    checked as it is parsed), "path", "bool" (`--name` and `--no-name`), or None for text."""
 
     names: tuple[str, ...]
     dest: str
@@ -66,12 +66,16 @@ def table() -> tuple[Flag, ...]:
         if isinstance(default, ByteSize):
             default = default.human_readable(separator=" ")
         shown = "" if default in (None, PydanticUndefined) else f" (default: {default})"
+        help_text = f"{field.description} [env: {env}]{shown}"
+        if field.annotation is bool:
+            flags.append(Flag((f"--{name.replace('_', '-')}",), name, help_text, kind="bool"))
+            continue
         choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
         flags.append(
             Flag(
                 (f"--{name.replace('_', '-')}",),
                 name,
-                f"{field.description} [env: {env}]{shown}",
+                help_text,
                 "{" + ",".join(choices) + "}" if choices else name.upper(),
                 choices,
             )

@@ -32,7 +32,7 @@ from proxy.review import REVIEWED, review
 from proxy.routing import Upstream
 from proxy.signing import EMPTY_SHA256, Credentials
 from proxy.skew import AwsClock
-from proxy.trace import Trace
+from proxy.trace import Observer, Signed, Trace
 from proxy.upstream import ConnectFailed, Head, Malformed, UpstreamClient, Wire
 from proxy.wire import request_head
 
@@ -58,7 +58,7 @@ async def forward(
     """Sign, send, and hand the answer to the client's writer: whole in one write, else as it
     arrives. One coroutine from the pool to the answer's head (see the top)."""
     deadline = Deadline(task, upstream.timeout)
-    trace = _trace(request, upstream, path, query) if client.debug else None
+    trace = _trace(request, upstream, path, query, exchange) if client.debug else exchange.steps
     clock = client.clocks.get(upstream.origin, upstream.host)
     wire: Wire | None = None
     try:
@@ -86,7 +86,7 @@ async def forward(
 
 
 def _noted(
-    upstream: Upstream, head: Head, exchange: Exchange, trace: Trace | None, clock: AwsClock
+    upstream: Upstream, head: Head, exchange: Exchange, trace: Observer | None, clock: AwsClock
 ) -> None:
     """The answer's head in the access record (the one the client gets, after a review); its
     Date in the estimate of AWS's clock; a 404 from a function's URL host, looked into."""
@@ -101,7 +101,7 @@ def _noted(
 
 
 def _done(
-    client: UpstreamClient, wire: Wire | None, exchange: Exchange, trace: Trace | None
+    client: UpstreamClient, wire: Wire | None, exchange: Exchange, trace: Observer | None
 ) -> None:
     if wire is not None:
         client.release(wire)  # back to the pool only if the answer was all read
@@ -116,7 +116,7 @@ async def _send_again(
     path: str,
     query: str,
     body: bytes,
-    trace: Trace | None,
+    trace: Observer | None,
     clock: AwsClock,
     credentials: Credentials,
 ) -> tuple[Wire, Head]:
@@ -165,7 +165,7 @@ def _signed_head(
     path: str,
     query: str,
     body: bytes,
-    trace: Trace | None,
+    trace: Observer | None,
     clock: AwsClock,
     credentials: Credentials,
 ) -> bytes:
@@ -180,17 +180,25 @@ def _signed_head(
         raise BadRequest(f"refused to forward the request: {error}") from None
     payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
     timestamp = clock()
-    if trace is not None:
-        trace.signed(upstream_path, query, payload_hash, credentials, timestamp)
-    return request_head(
+    head = request_head(
         request.method, upstream, upstream_path, query, forwarded, len(body), payload_hash,
         credentials, timestamp,
     )  # fmt: skip
+    if trace is not None:  # after: the inspector's page shows the time signing took
+        trace.signed(
+            Signed(
+                request.method, upstream, upstream_path, query, payload_hash, credentials, timestamp
+            )
+        )
+    return head
 
 
-def _trace(request: web.BaseRequest, upstream: Upstream, path: str, query: str) -> Trace:
-    """What `--log-level debug` shows of this request (UpstreamClient.debug, decided once)."""
-    trace = Trace(request.method, _shown(path, query), upstream)
+def _trace(
+    request: web.BaseRequest, upstream: Upstream, path: str, query: str, exchange: Exchange
+) -> Trace:
+    """What `--log-level debug` shows of this request (UpstreamClient.debug, decided once); it
+    fills the inspector's Steps too, when a page watches (without debug, they are the trace)."""
+    trace = Trace(request.method, _shown(path, query), upstream, exchange.steps)
     trace.route(upstream.path_for(path), query, upstream.identity.current())
     return trace
 

@@ -39,7 +39,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from proxy.exchange import Exchange
+from proxy.exchange import Exchange, Steps
 from proxy.functions import Invoke
 from proxy.headers import DROPPED_REQUEST
 from proxy.lambda_event import Caller, HttpRequest, answer_from_result, build_event
@@ -47,6 +47,7 @@ from proxy.lambda_stream import End, InvokeStreamDecoder
 from proxy.lambda_stream import Head as FunctionHead
 from proxy.routing import Upstream
 from proxy.signing import AmzClock, Credentials
+from proxy.trace import Signed
 from proxy.upstream import ConnectFailed, Head, Malformed, UpstreamBroken, UpstreamClient, Wire
 from proxy.wire import NO_BODY_STATUSES, request_head
 
@@ -110,7 +111,7 @@ async def invoke(
                 request.method, path, upstream.prefix, _named(upstream), plan.upstream.url,
                 plan.path, query, len(event),
             )  # fmt: skip
-        wire, head = await _call(client, plan, credentials, event)
+        wire, head = await _call(client, plan, credentials, event, exchange.steps)
         exchange.request_id = head.request_id
         exchange.error_type = head.error_type
         if head.status != 200:
@@ -218,19 +219,31 @@ def _account(function: str) -> str | None:
 
 
 async def _call(
-    client: UpstreamClient, plan: Invoke, credentials: Credentials, event: bytes
+    client: UpstreamClient,
+    plan: Invoke,
+    credentials: Credentials,
+    event: bytes,
+    steps: Steps | None,
 ) -> tuple[Wire, Head]:
     """POST the event, signed for the Lambda API; the answer's head. A connection that could
-    not be made is tried once more, signed afresh: nothing was sent, so nothing is sent twice."""
+    not be made is tried once more, signed afresh: nothing was sent, so nothing is sent twice.
+    The inspector's `steps` (a page watches) note what was signed and when."""
     api = plan.upstream
     payload_hash = hashlib.sha256(event).hexdigest()
     for attempt in (1, 2):
+        timestamp = AMZ_CLOCK()
         head = request_head(
             "POST", api, plan.path, plan.query, API_HEADERS, len(event), payload_hash,
-            credentials, AMZ_CLOCK(),
+            credentials, timestamp,
         )  # fmt: skip
+        if steps is not None:
+            steps.signed(
+                Signed("POST", api, plan.path, plan.query, payload_hash, credentials, timestamp)
+            )
         try:
             wire = client.pooled(api) or await client.connect(api)
+            if steps is not None:
+                steps.connected = time.perf_counter()
         except ConnectFailed as error:
             if attempt == 2 or error.tls:
                 raise _unreachable(api, error) from None
@@ -238,7 +251,10 @@ async def _call(
             continue
         try:
             wire.send(head, event)
-            return wire, await wire.head()
+            answer = await wire.head()
+            if steps is not None:
+                steps.first_byte = time.perf_counter()
+            return wire, answer
         except (ConnectionError, OSError, Malformed) as error:
             wire.close()
             raise _unreachable(api, error) from None  # bytes may have gone out: no retry

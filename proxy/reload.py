@@ -30,6 +30,8 @@ NEEDS_RESTART: Final = (
     "max_buffered_bodies",
     "shutdown_grace",
     "workers",
+    "inspector",
+    "inspector_size",
 )
 
 

@@ -96,6 +96,8 @@ async def drain(runner: web.BaseRunner, live: Live, grace: float) -> None:
     for site in list(runner.sites):
         await site.stop()
     live.stopping = True
+    if live.inspector is not None:
+        live.inspector.close()  # the pages' streams end: nothing to wait for
     pending = set(live.in_flight)
     log.info(
         "shutting down: no new connections; %d in-flight request(s) may finish (up to %g s)",

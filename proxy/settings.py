@@ -444,6 +444,14 @@ class Settings(BaseSettings, IdentityOptions):
         ge=0,
         description="seconds in-flight requests may finish after SIGTERM or SIGINT",
     )
+    inspector: bool = Field(
+        True,
+        description="the live request inspector at /_proxy/, which keeps the last requests, "
+        "bodies included, in memory only",
+    )
+    inspector_size: int = Field(
+        200, ge=1, le=10_000, description="requests the inspector keeps (each body up to 64 KiB)"
+    )
     cors_origins: list[str] = Field(
         default_factory=list,
         description="browser origin allowed to call the proxy with CORS, e.g. "

@@ -19,6 +19,7 @@ from proxy.budget import BodyBudget
 from proxy.cors import CorsPolicy
 from proxy.credentials import Identity, IdentitySpec
 from proxy.functions import FunctionRoute
+from proxy.inspector import Inspector
 from proxy.routing import Router, Upstream
 from proxy.settings import ConfigError, Settings
 
@@ -119,6 +120,9 @@ class Live:
         # The process's, not the configuration's: a reload keeps it (max_buffered_bodies asks
         # for a restart).
         self.bodies = BodyBudget(state.settings.max_buffered_bodies)
+        # The process's too: the ring outlives reloads (inspector and its size need a restart).
+        settings = state.settings
+        self.inspector = Inspector(settings.inspector_size) if settings.inspector else None
 
     def start_refreshing(self) -> None:
         """One refresh task per identity in use, one lookup per route naming a function: new

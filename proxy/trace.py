@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Final
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 from proxy.credentials import mask
 from proxy.routing import Upstream
@@ -23,6 +23,9 @@ from proxy.signing import (
     string_to_sign,
 )
 
+if TYPE_CHECKING:
+    from proxy.exchange import Steps
+
 log: Final = logging.getLogger("proxy.trace")
 SESSION_TOKEN_SHOWN: Final = "<session token>"  # noqa: S105 - a placeholder, not a secret
 
@@ -31,15 +34,45 @@ def _indented(text: str) -> str:
     return "".join(f"\n    {line}" for line in text.split("\n"))
 
 
+class Signed(NamedTuple):
+    """What a request's signature was made of (the canonical request and string to sign are
+    made of it again only to be shown)."""
+
+    method: str
+    upstream: Upstream
+    upstream_path: str
+    query: str
+    payload_hash: str
+    credentials: Credentials
+    timestamp: str
+
+
+class Observer(Protocol):
+    """What follows a request through proxy/forward.py: the debug Trace, or the inspector's
+    Steps (proxy/exchange.py) while a page watches. The request path sets the two readings and
+    calls the two methods, each behind `if trace is not None`."""
+
+    connected: float | None
+    first_byte: float | None
+
+    def signed(self, signed: Signed) -> None: ...
+
+    def done(self, status: int, outcome: str | None) -> None: ...
+
+
 class Trace:
-    """One request's debug lines, and the clock readings its timing line is made of."""
+    """One request's debug lines, and the clock readings its timing line is made of; the
+    inspector's `steps` filled too, when a page watches."""
 
-    __slots__ = ("connected", "first_byte", "method", "own", "path", "started", "upstream")
+    __slots__ = ("connected", "first_byte", "method", "own", "path", "started", "steps", "upstream")
 
-    def __init__(self, method: str, path: str, upstream: Upstream) -> None:
+    def __init__(
+        self, method: str, path: str, upstream: Upstream, steps: Steps | None = None
+    ) -> None:
         self.method = method
         self.path = path
         self.upstream = upstream
+        self.steps = steps
         self.started = time.perf_counter()
         self.connected: float | None = None
         self.first_byte: float | None = None
@@ -73,29 +106,12 @@ class Trace:
         # The timings count from here, when the request goes to the connection pool.
         self.started = time.perf_counter()
 
-    def signed(
-        self,
-        upstream_path: str,
-        query: str,
-        payload_hash: str,
-        credentials: Credentials,
-        timestamp: str,
-    ) -> None:
+    def signed(self, signed: Signed) -> None:
+        if self.steps is not None:
+            self.steps.connected = self.connected
+            self.steps.signed(signed)
         begun = time.perf_counter()
-        upstream = self.upstream
-        token = credentials.token
-        block, signed = proxy_headers(upstream.host_header, payload_hash, timestamp, token)
-        request = canonical_request(self.method, upstream_path, query, block, signed, payload_hash)
-        scope = credential_scope(timestamp[:8], upstream.region, upstream.service)
-        to_sign = string_to_sign(timestamp, scope, request)  # it hashes the real token
-        headers = [f"x-amz-content-sha256: {payload_hash}", f"x-amz-date: {timestamp}"]
-        if token:
-            request = request.replace(token, SESSION_TOKEN_SHOWN)
-            headers.append(f"x-amz-security-token: {SESSION_TOKEN_SHOWN}")
-        headers.append(
-            f"Authorization: {ALGORITHM} Credential={mask(credentials.access_key)}/{scope}, "
-            f"SignedHeaders={signed}, Signature=<omitted>"
-        )
+        request, to_sign, headers = shown_signature(signed)
         log.debug(
             "%s %s signed:\n  canonical request:%s\n  string to sign:%s\n  signed headers:%s",
             self.method,
@@ -117,6 +133,8 @@ class Trace:
 
     def done(self, status: int, outcome: str | None) -> None:
         now = time.perf_counter()
+        if self.steps is not None:
+            self.steps.first_byte = self.first_byte
         own = self.own
         timings = {
             "connect_ms": _ms(self.started, self.connected),
@@ -136,6 +154,27 @@ class Trace:
             shown,
             extra={"fields": {"event": "upstream_timings", "status": status, **timings}},
         )
+
+
+def shown_signature(signed_as: Signed) -> tuple[str, str, list[str]]:
+    """What was signed, as it may be shown (the debug log, the inspector): the canonical
+    request with the session token replaced, the string to sign, and the signature's headers
+    with the access key masked and the signature omitted."""
+    method, upstream, upstream_path, query, payload_hash, credentials, timestamp = signed_as
+    token = credentials.token
+    block, signed = proxy_headers(upstream.host_header, payload_hash, timestamp, token)
+    request = canonical_request(method, upstream_path, query, block, signed, payload_hash)
+    scope = credential_scope(timestamp[:8], upstream.region, upstream.service)
+    to_sign = string_to_sign(timestamp, scope, request)  # it hashes the real token
+    headers = [f"x-amz-content-sha256: {payload_hash}", f"x-amz-date: {timestamp}"]
+    if token:
+        request = request.replace(token, SESSION_TOKEN_SHOWN)
+        headers.append(f"x-amz-security-token: {SESSION_TOKEN_SHOWN}")
+    headers.append(
+        f"Authorization: {ALGORITHM} Credential={mask(credentials.access_key)}/{scope}, "
+        f"SignedHeaders={signed}, Signature=<omitted>"
+    )
+    return request, to_sign, headers
 
 
 def _ms(start: float, end: float | None) -> float | None:

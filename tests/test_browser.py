@@ -584,3 +584,92 @@ def test_the_docs_command_lines_parse() -> None:
             parser.parse_args(args)
         except SystemExit:
             raise AssertionError(f"lambda-url-proxy refuses {shlex.join(args)}") from None
+
+
+async def test_the_inspector_shows_requests_live_and_replays_them(
+    chromium: Path, fake: FakeFunctionUrl, aws_keys: None, spawn_proxy: SpawnProxy
+) -> None:
+    """Issue #15, end to end: the inspector page open in Chromium, requests sent with curl
+    appear without a reload; filtered; one opened (headers redacted, bodies, timings, what was
+    signed); replayed (a new row, the function called again); copied as curl from the
+    clipboard, and that line, run by a shell, goes through the proxy as the first did. The
+    screenshot is the README's (docs/inspector.png)."""
+    proxy = start_proxy(spawn_proxy, fake, "--access-token", "page-token-123")
+    token = ["-H", "X-Proxy-Token: page-token-123"]
+    body = '{"name": "Ada", "tags": ["a", "b"]}'
+    curls = [
+        [f"{proxy.url}/users/42?from=curl", *token, "-H", "Cookie: session=hunter2"],
+        [f"{proxy.url}/users", *token, "-H", "Content-Type: application/json", "-d", body],
+        [f"{proxy.url}/users/status/404", *token],
+        [f"{proxy.url}/nowhere", *token],
+    ]
+    screenshot = ROOT / "docs" / "inspector.png"
+    report = await run_driver(
+        "inspect.mjs",
+        f"{proxy.url}/_proxy/#token=page-token-123",
+        str(int(PAGE_TIMEOUT * 1000)),
+        str(screenshot),
+        json.dumps(curls),
+        "/users",
+        timeout=PAGE_TIMEOUT * 3,
+    )
+
+    # Opened without the token (a typed address): the page loads, holds no data, asks for it.
+    assert (report["withoutToken"], report["tokenFormShown"]) == ("token", True)
+    # ... and that refusal is in the ring, as every request the proxy refused.
+    assert [(r["cells"][2], r["cells"][4]) for r in report["before"]] == [("/_proxy/events", "401")]
+    assert report["curl"] == ["200", "200", "404", "404"], report
+    assert report["loads"] == 1  # they appeared without a reload
+    assert report["connection"] == "live"
+    # Newest first: path (cell 2) and status (cell 4).
+    assert [(row["cells"][2], row["cells"][4]) for row in report["rows"]] == [
+        ("/nowhere", "404"),
+        ("/users/status/404", "404"),
+        ("/users", "200"),
+        ("/users/42?from=curl", "200"),
+        ("/_proxy/events", "401"),
+    ]
+    assert report["filtered4xx"] == ["/nowhere", "/users/status/404", "/_proxy/events"]
+    assert report["filteredText"] == ["/users/status/404", "/users", "/users/42?from=curl"]
+
+    detail = report["detail"]
+    assert detail["detail-title"] == "POST /users → 200"
+    assert detail["request-body"] == json.dumps(json.loads(body), indent=2)
+    assert json.loads(detail["response-body"])["body"] == body  # the function's echo
+    headers = dict(detail["request-headers"])
+    assert headers["X-Proxy-Token"] == "<redacted>"
+    assert "page-token-123" not in json.dumps(report["detail"])
+    assert detail["canonical-request"].startswith("POST\n/\n\nhost:127.0.0.1:")
+    assert detail["string-to-sign"].startswith("AWS4-HMAC-SHA256\n")
+    assert [name for name, _ in detail["timings"]] == [
+        "wait for credentials", "signing", "upstream connect", "first byte", "total",
+    ]  # fmt: skip
+    assert all(float(value) >= 0 for _, value in detail["timings"])
+    assert screenshot.stat().st_size > 10_000
+
+    assert report["replayed"] == "200"
+    newest = report["afterReplay"][0]["cells"]
+    assert (newest[1], newest[2], newest[4]) == ("POST", "/users", "200")
+    posts = [r for r in fake.received if r.method == "POST"]
+    assert [(r.raw_path, r.body, r.verified) for r in posts] == [("/", body.encode(), True)] * 2
+
+    assert report["copied"] == "yes"
+    line = report["clipboard"]
+    assert line == detail["curl"]
+    assert line.endswith(
+        ' -H "X-Proxy-Token: $LAMBDA_URL_PROXY_ACCESS_TOKEN"'
+        + (f" --data-binary {shlex.quote(body)}")
+    )
+    shell = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        line.replace("curl ", "curl -sS --fail ", 1),
+        env={**os.environ, "LAMBDA_URL_PROXY_ACCESS_TOKEN": "page-token-123"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(shell.communicate(), 30)
+    assert shell.returncode == 0, stderr
+    assert json.loads(stdout)["body"] == body
+    posts = [r for r in fake.received if r.method == "POST"]
+    assert len(posts) == 3 and posts[-1].body == body.encode() and posts[-1].verified

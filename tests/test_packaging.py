@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 from typing import Final
 
@@ -144,3 +145,19 @@ def test_the_build_warns_of_nothing(editable: bool, tmp_path: Path) -> None:
     else:
         output = pip("wheel", "-v", "--no-deps", "-w", str(tmp_path), str(ROOT))
     assert not PYTHON_WARNING.findall(output), "\n".join(PYTHON_WARNING.findall(output))
+
+
+def test_the_wheel_ships_the_inspector_page(tmp_path: Path) -> None:
+    """The image installs the wheel: the inspector's page (issue #15) must be in it, every
+    file the page names included, and nothing fetched from elsewhere."""
+    pip("wheel", "--no-deps", "-w", str(tmp_path), str(ROOT))
+    (wheel,) = tmp_path.glob("lambda_url_proxy-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name for name in archive.namelist() if name.startswith("proxy/static/")}
+        page = archive.read("proxy/static/inspector.html").decode()
+    source = {f"proxy/static/{path.name}" for path in (ROOT / "proxy" / "static").iterdir()}
+    assert shipped == source
+    named = set(re.findall(r'(?:src|href)="/_proxy/([^"]+)"', page))
+    assert {f"proxy/static/{name}" for name in named} <= shipped
+    assert named == {"inspector.js", "inspector.css", "favicon.svg"}
+    assert not re.search(r'(?:src|href)="(?!/_proxy/)', page)  # no CDN, nothing elsewhere
