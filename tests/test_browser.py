@@ -587,13 +587,18 @@ def test_the_docs_command_lines_parse() -> None:
 
 
 async def test_the_inspector_shows_requests_live_and_replays_them(
-    chromium: Path, fake: FakeFunctionUrl, aws_keys: None, spawn_proxy: SpawnProxy
+    chromium: Path,
+    fake: FakeFunctionUrl,
+    aws_keys: None,
+    spawn_proxy: SpawnProxy,
+    tmp_path: Path,
 ) -> None:
     """Issue #15, end to end: the inspector page open in Chromium, requests sent with curl
     appear without a reload; filtered; one opened (headers redacted, bodies, timings, what was
     signed); replayed (a new row, the function called again); copied as curl from the
     clipboard, and that line, run by a shell, goes through the proxy as the first did. The
-    screenshot is the README's (docs/inspector.png)."""
+    screenshot is saved for the README: into docs/inspector.png with UPDATE_SCREENSHOTS=1, else
+    beside the test's other files (a test run leaves the checkout as it found it)."""
     proxy = start_proxy(spawn_proxy, fake, "--access-token", "page-token-123")
     token = ["-H", "X-Proxy-Token: page-token-123"]
     body = '{"name": "Ada", "tags": ["a", "b"]}'
@@ -603,7 +608,8 @@ async def test_the_inspector_shows_requests_live_and_replays_them(
         [f"{proxy.url}/users/status/404", *token],
         [f"{proxy.url}/nowhere", *token],
     ]
-    screenshot = ROOT / "docs" / "inspector.png"
+    docs = ROOT / "docs" if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path
+    screenshot = docs / "inspector.png"
     report = await run_driver(
         "inspect.mjs",
         f"{proxy.url}/_proxy/#token=page-token-123",
