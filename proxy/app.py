@@ -33,6 +33,7 @@ from proxy.errors import (
 from proxy.exchange import Exchange
 from proxy.forward import forward
 from proxy.logs import log_access
+from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.routing import Router, Upstream
 from proxy.settings import RESERVED_PREFIX, Settings
 from proxy.state import Live, ProxyState
@@ -166,6 +167,7 @@ def routes(state: ProxyState) -> tuple[int, object]:
 
 
 HEALTH_PATH: Final = f"{RESERVED_PREFIX}/health"
+METRICS_PATH: Final = f"{RESERVED_PREFIX}/metrics"  # text, not JSON: served by _serve itself
 RESERVED: Final[dict[str, Callable[[ProxyState], tuple[int, object]]]] = {
     HEALTH_PATH: health,
     f"{RESERVED_PREFIX}/ready": ready,
@@ -178,7 +180,7 @@ def _reserved(state: ProxyState, path: str) -> tuple[int, object]:
     if endpoint is None:
         raise NoRoute(
             f"{path} is reserved for the proxy and never forwarded; its endpoints are "
-            + ", ".join(RESERVED)
+            + ", ".join([*RESERVED, METRICS_PATH])
         )
     return endpoint(state)
 
@@ -264,7 +266,7 @@ async def handle(
     started = time.perf_counter()
     state = live.state  # this request keeps it, whatever a reload does
     live.in_flight.add(task)
-    exchange = Exchange(request.method, request.raw_path.partition("?")[0][:2048])
+    exchange = Exchange(request.method, request.raw_path.partition("?")[0][:2048], started=started)
     try:
         return await _serve(request, live, state, client, exchange, task)
     except ProxyError as error:
@@ -280,7 +282,10 @@ async def handle(
     finally:
         live.in_flight.discard(task)
         if not exchange.quiet:
-            log_access(exchange, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            log_access(exchange, seconds)
+            if live.metrics is not None:
+                live.metrics.record(exchange, seconds)
 
 
 async def _serve(
@@ -308,8 +313,12 @@ async def _serve(
     if path != HEALTH_PATH and state.access.restricted:
         state.access.check(request)  # the health check stays open, for orchestrators
     if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
-        status, data = _reserved(state, path)
         exchange.quiet = True  # health probes every few seconds would drown the log
+        if path.rstrip("/") == METRICS_PATH and live.metrics is not None:
+            # This scrape is in flight too, and not counted.
+            text = live.metrics.render(len(live.in_flight) - 1)
+            return downstream.own(request, 200, CONTENT_TYPE, text, cors, exchange)
+        status, data = _reserved(state, path)
         return downstream.json(request, status, data, cors, exchange)
     upstream = _match(state.router, path)
     exchange.route = upstream.prefix
@@ -319,6 +328,7 @@ async def _serve(
             request, client, upstream, credentials, path, query, b"", exchange, cors, task
         )
     body = await _body(request, live, task)
+    exchange.bytes_received = len(body)
     try:
         return await forward(
             request, client, upstream, credentials, path, query, body, exchange, cors, task
@@ -330,7 +340,8 @@ async def _serve(
 def create_app(settings: Settings) -> web.Application:
     """Build the app; ConfigError if a route cannot be compiled (for instance, no region)."""
     app = web.Application()
-    app[LIVE] = Live(ProxyState.build(settings))
+    app[LIVE] = live = Live(ProxyState.build(settings))
+    live.metrics = Metrics()
     app.cleanup_ctx.append(_credentials)
     app.cleanup_ctx.append(_upstream_client)
     return app

@@ -26,6 +26,7 @@ from proxy.headers import request_header_lines
 from proxy.routing import Upstream
 from proxy.signing import EMPTY_SHA256, AmzClock, Credentials
 from proxy.trace import Trace
+from proxy.trace_id import trace_header
 from proxy.upstream import ConnectFailed, Head, Malformed, UpstreamClient, Wire
 from proxy.wire import request_head
 
@@ -54,9 +55,12 @@ async def forward(
     else part by part as it arrives."""
     deadline = Deadline(task, upstream.timeout)
     trace = Trace(request.method, _shown(path, query), upstream) if client.debug else None
+    exchange.trace_id, trace_line = trace_header(request.headers)
     sent: tuple[Wire, Head] | None = None
     try:
-        sent = await _send(request, client, upstream, credentials, path, query, body, trace)
+        sent = await _send(
+            request, client, upstream, credentials, path, query, body, trace, trace_line
+        )
         return await _answer(request, upstream, *sent, cors, exchange)
     except asyncio.CancelledError:
         if not deadline.reached():
@@ -80,6 +84,7 @@ async def _answer(
     cors: CorsPolicy,
     exchange: Exchange,
 ) -> web.StreamResponse:
+    exchange.first_byte = time.perf_counter()
     exchange.status = head.status
     exchange.request_id = head.request_id
     exchange.error_type = head.error_type
@@ -104,13 +109,15 @@ async def _send(
     query: str,
     body: bytes,
     trace: Trace | None,
+    trace_line: bytes,
 ) -> tuple[Wire, Head]:
     """Write the signed request on a pooled connection and read the answer's head. A request
     whose connection could not be made is tried once more if it is idempotent, signed afresh
-    (a request must reach AWS within 5 minutes of its x-amz-date); nothing is ever sent twice."""
+    (a request must reach AWS within 5 minutes of its x-amz-date); nothing is ever sent twice.
+    `trace_line`: the X-Amzn-Trace-Id the proxy made, if the client sent none."""
     method = request.method
     try:
-        forwarded = request_header_lines(request.headers, request.raw_headers)
+        forwarded = request_header_lines(request.headers, request.raw_headers) + trace_line
     except ValueError as error:  # never from aiohttp's parser: see request_header_lines
         raise BadRequest(f"refused to forward the request: {error}") from None
     upstream_path = upstream.path_for(path)

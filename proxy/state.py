@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxy.access import AccessPolicy, HostPolicy, is_loopback
 from proxy.aws_config import AwsConfig, resolve_route
@@ -21,6 +21,9 @@ from proxy.credentials import Identity, IdentitySpec
 from proxy.functions import FunctionRoute
 from proxy.routing import Router, Upstream
 from proxy.settings import ConfigError, Settings
+
+if TYPE_CHECKING:  # not imported by `check`: prometheus-client is the server's
+    from proxy.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +122,15 @@ class Live:
         # The process's, not the configuration's: a reload keeps it (max_buffered_bodies asks
         # for a restart).
         self.bodies = BodyBudget(state.settings.max_buffered_bodies)
+        self.metrics: Metrics | None = None  # the server's (proxy/app.py)
 
     def start_refreshing(self) -> None:
         """One refresh task per identity in use, one lookup per route naming a function: new
         ones started, those no longer in use stopped."""
         wanted = set(self.state.identities.values())
         for identity in wanted - self._refreshing.keys():
+            if self.metrics is not None:
+                identity.on_refresh = self.metrics.identity_refreshed
             self._refreshing[identity] = asyncio.create_task(identity.run())
         for identity in self._refreshing.keys() - wanted:
             self._refreshing.pop(identity).cancel()

@@ -1,0 +1,182 @@
+"""/_proxy/metrics, read with prometheus-client's own parser after a known mix of requests."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import RunningProxy, raw_exchange, route, running_proxy
+from tests.fake_credential_sources import FakeContainerCredentials
+from tests.fake_function_url import FakeFunctionUrl
+
+P = "lambda_url_proxy"
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def scrape(session: ClientSession, url: str) -> Samples:
+    async with session.get(url + "/_proxy/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        return parse(await response.text())
+
+
+async def known_mix(session: ClientSession, url: str) -> None:
+    """Three GETs of 100 bytes, a POST of 50, an upstream 503, a stream cut mid-body, a
+    PROPFIND, a path with no route, and health, ready and metrics (never counted)."""
+    for _ in range(3):
+        async with session.get(url + "/fn/bytes/100") as response:
+            assert len(await response.read()) == 100
+    async with session.post(url + "/fn/echo", data=b"x" * 50) as response:
+        assert response.status == 200
+        await response.read()
+    async with session.get(url + "/fn/status/503") as response:
+        assert response.status == 503
+    async with session.request("PROPFIND", url + "/fn/props") as response:
+        await response.read()
+    async with session.get(url + "/nowhere") as response:
+        assert response.status == 404
+    for path in ("/_proxy/health", "/_proxy/ready", "/_proxy/metrics"):
+        async with session.get(url + path) as response:
+            await response.read()
+    port = int(url.rsplit(":", 1)[1])
+    cut = await raw_exchange(port, b"GET /fn/truncate/1000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert cut.startswith(b"HTTP/1.1 200") and len(cut.partition(b"\r\n\r\n")[2]) < 1000
+
+
+def assert_known_mix(samples: Samples, times: int = 1) -> None:
+    """The figures of `times` known mixes, exactly."""
+    requests = f"{P}_requests_total"
+    assert value(samples, requests, route="/fn", method="GET", status="2xx") == 4 * times
+    assert value(samples, requests, route="/fn", method="POST", status="2xx") == 1 * times
+    assert value(samples, requests, route="/fn", method="GET", status="5xx") == 1 * times
+    assert value(samples, requests, route="/fn", method="other", status="2xx") == 1 * times
+    assert value(samples, requests, route="-", method="GET", status="4xx") == 1 * times
+    counted = sum(v for (name, _), v in samples.items() if name == requests)
+    assert counted == 8 * times  # health, ready and metrics are not requests of the functions
+    assert value(samples, f"{P}_errors_total", route="-", code="no_route") == times
+    cut = value(samples, f"{P}_errors_total", route="/fn", code="upstream_failed_mid_body")
+    assert cut == times
+    assert value(samples, f"{P}_request_body_bytes_total", route="/fn") == 50 * times
+    sent = value(samples, f"{P}_response_body_bytes_total", route="/fn")
+    assert sent >= 300 * times + 50 * times  # and the 503's body, the PROPFIND's, the cut part
+    duration = f"{P}_request_duration_seconds"
+    assert value(samples, f"{duration}_count", route="/fn") == 7 * times
+    assert value(samples, f"{duration}_count", route="-") == 1 * times
+    assert value(samples, f"{duration}_bucket", route="/fn", le="+Inf") == 7 * times
+    first = f"{P}_upstream_first_byte_seconds"
+    assert value(samples, f"{first}_count", route="/fn") == 7 * times  # every answer began
+    assert value(samples, f"{first}_count", route="-") == 0  # nothing went upstream
+    assert value(samples, f"{first}_sum", route="/fn") <= value(
+        samples, f"{duration}_sum", route="/fn"
+    )
+    assert value(samples, f"{P}_requests_in_flight") == 0  # the scrape itself is not counted
+
+
+@pytest.fixture
+def fn(fake: FakeFunctionUrl) -> dict[str, Any]:
+    return route("/fn", fake.url)
+
+
+async def test_exact_counts_after_a_known_mix(proxy: RunningProxy) -> None:
+    await known_mix(proxy.client, proxy.url)
+    assert_known_mix(await scrape(proxy.client, proxy.url))
+    await known_mix(proxy.client, proxy.url)
+    assert_known_mix(await scrape(proxy.client, proxy.url), times=2)
+
+
+async def test_every_listed_metric_is_exposed_before_any_request(proxy: RunningProxy) -> None:
+    async with proxy.client.get(proxy.url + "/_proxy/metrics") as response:
+        families = {family.name for family in text_string_to_metric_families(await response.text())}
+    expected = {
+        "requests", "request_duration_seconds", "upstream_first_byte_seconds", "errors",
+        "request_body_bytes", "response_body_bytes", "requests_in_flight",
+        "credentials_expiry_timestamp_seconds", "credentials_expire_in_seconds",
+        "credential_refresh_failures", "clock_offset_seconds", "upstream_retries",
+    }  # fmt: skip
+    assert {f"{P}_{name}" for name in expected} <= families
+
+
+async def test_in_flight_counts_requests_being_served(proxy: RunningProxy) -> None:
+    slow = asyncio.create_task(raw_exchange(
+        int(proxy.url.rsplit(":", 1)[1]),
+        b"GET /fn/slow-headers/1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    ))  # fmt: skip
+    try:
+        for _ in range(100):  # until the slow request has arrived
+            samples = await scrape(proxy.client, proxy.url)
+            if value(samples, f"{P}_requests_in_flight") == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert value(samples, f"{P}_requests_in_flight") == 1
+    finally:
+        assert (await slow).startswith(b"HTTP/1.1 200")
+    assert value(await scrape(proxy.client, proxy.url), f"{P}_requests_in_flight") == 0
+
+
+async def test_credentials_expiry_and_refresh_failures(
+    fake: FakeFunctionUrl, fn: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with FakeContainerCredentials(fake, lifetime=3600) as endpoint:
+        monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", endpoint.url)
+        monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", endpoint.TOKEN)
+        async with running_proxy(routes=[fn]) as proxy:
+            samples = await scrape(proxy.client, proxy.url)
+            expires_at = endpoint.issued[-1].expires_at
+    identity = {"identity": "default"}
+    assert value(samples, f"{P}_credentials_expiry_timestamp_seconds", **identity) == pytest.approx(
+        expires_at, abs=1
+    )
+    left = value(samples, f"{P}_credentials_expire_in_seconds", **identity)
+    assert 3500 < left <= 3600
+    assert value(samples, f"{P}_credential_refresh_failures_total", **identity) == 0
+
+    async with FakeContainerCredentials(fake) as endpoint:
+        endpoint.down = True  # the source fails: the first resolution, then each retry
+        monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", endpoint.url)
+        async with running_proxy(routes=[fn]) as proxy:
+            failures = 0.0
+            for _ in range(100):
+                samples = await scrape(proxy.client, proxy.url)
+                failures = value(samples, f"{P}_credential_refresh_failures_total", **identity)
+                if failures:
+                    break
+                await asyncio.sleep(0.05)
+    assert failures >= 1
+    assert (f"{P}_credentials_expire_in_seconds", frozenset(identity.items())) not in samples
+
+
+async def test_static_keys_have_no_expiry(proxy: RunningProxy) -> None:
+    samples = await scrape(proxy.client, proxy.url)
+    assert not [name for name, _ in samples if name.startswith(f"{P}_credentials_exp")]
+
+
+async def test_metrics_are_a_reserved_path_like_the_others(
+    fake: FakeFunctionUrl, fn: dict[str, Any], aws_keys: None
+) -> None:
+    """With access_token, a scrape needs the token, as /_proxy/ready does; the refusal is
+    counted like any refused request."""
+    async with running_proxy(routes=[fn], access_token="s3cret-token") as proxy:
+        async with proxy.client.get(proxy.url + "/_proxy/metrics") as response:
+            assert response.status == 401
+            assert "lambda_url_proxy" not in await response.text()
+        headers = {"X-Proxy-Token": "s3cret-token"}
+        async with proxy.client.get(proxy.url + "/_proxy/metrics", headers=headers) as response:
+            assert response.status == 200
+            samples = parse(await response.text())
+    assert value(samples, f"{P}_errors_total", route="-", code="unauthorized") == 1
