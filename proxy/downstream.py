@@ -177,7 +177,8 @@ async def stream(
         if wire.done:  # and all of it read: the end goes with the last part
             if chunked:
                 parts.append(LAST_CHUNK)
-            return written(head.status, keep_alive and _send(request, parts, exchange))
+            sent = _send(request, parts, exchange)  # whether or not the connection goes on
+            return written(head.status, keep_alive and sent)
         if parts and not _send(request, parts, exchange):
             return written(head.status, False)
         parts = []
@@ -245,6 +246,8 @@ def error(
     lines = JSON + f"{ERROR_HEADER}: {error.code}\r\n".encode()
     if error.status == 401:
         lines += b'WWW-Authenticate: Bearer realm="lambda-url-proxy"\r\n'
+    elif error.status == 405:  # the admin listener's (RFC 9110 15.5.6: say what is allowed)
+        lines += b"Allow: GET, HEAD\r\n"
     keep_alive = request.content.is_eof()
     return own(request, error.status, lines, error.body(), cors, exchange, keep_alive)
 

@@ -9,7 +9,7 @@ import time
 import pytest
 from aiohttp import ClientPayloadError
 
-from tests.conftest import RunningProxy
+from tests.conftest import RunningProxy, raw_exchange
 from tests.fake_function_url import FakeFunctionUrl, pattern
 
 
@@ -34,6 +34,24 @@ async def test_large_chunked_stream_is_byte_exact(proxy: RunningProxy) -> None:
     n = 8 * 1024 * 1024 + 7
     async with proxy.client.get(proxy.url + f"/fn/stream/{n}/37") as response:
         assert await response.read() == expected_bytes(n)
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+async def test_the_last_part_is_written_when_the_connection_ends_with_it(
+    proxy: RunningProxy, version: str
+) -> None:
+    """A client that says `Connection: close` (as every HTTP/1.0 one does) gets the whole
+    body of an answer that streamed in: the last part was once dropped with the connection."""
+    port = int(proxy.url.rsplit(":", 1)[1])
+    request = f"GET /fn/slow-stream/3/0.05 HTTP/{version}\r\nHost: 127.0.0.1\r\n"
+    answer = await raw_exchange(port, f"{request}Connection: close\r\n\r\n".encode())
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/{version} 200".encode())
+    if version == "1.1":
+        assert b"\r\nConnection: close\r\n" in head + b"\r\n"
+        assert body == b"5\r\ntick\n\r\n" * 3 + b"0\r\n\r\n"
+    else:  # no chunked coding for HTTP/1.0: the end of the connection ends the body
+        assert body == b"tick\n" * 3
 
 
 async def test_content_length_is_kept(proxy: RunningProxy) -> None:
