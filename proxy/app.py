@@ -344,7 +344,17 @@ def create_app(settings: Settings) -> web.Application:
     live.metrics = Metrics()
     app.cleanup_ctx.append(_credentials)
     app.cleanup_ctx.append(_upstream_client)
+    if live.metrics.shared:
+        app.cleanup_ctx.append(_sample_in_flight)
     return app
+
+
+async def _sample_in_flight(app: web.Application) -> AsyncIterator[None]:
+    live = app[LIVE]
+    assert live.metrics is not None
+    sampling = asyncio.create_task(live.metrics.sample_in_flight(lambda: len(live.in_flight)))
+    yield
+    sampling.cancel()
 
 
 async def _upstream_client(app: web.Application) -> AsyncIterator[None]:

@@ -66,6 +66,13 @@ class NoRoute(ProxyError):
     status = 404
 
 
+class MethodNotAllowed(ProxyError):
+    """A method the admin listener does not serve (it is read-only)."""
+
+    code = "method_not_allowed"
+    status = 405
+
+
 class BadRequest(ProxyError):
     code = "bad_request"
     status = 400

@@ -11,9 +11,10 @@ scrape reads them all: the figures are the whole server's.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import (
@@ -45,6 +46,8 @@ EXPIRY: Final = f"{PREFIX}_credentials_expiry_timestamp_seconds"
 NOT_ERRORS: Final = frozenset(
     {"cors_preflight", "preflight_forwarded", "client_disconnected", "cut_by_shutdown"}
 )
+
+SAMPLE_INTERVAL: Final = 1.0  # seconds: how old a worker's in-flight figure may be
 
 _directory: str | None = None  # the workers' shared directory, in a worker
 
@@ -144,6 +147,18 @@ class Metrics:
             registry=self._own,
             multiprocess_mode=mode,  # type: ignore[arg-type]
         )
+
+    @property
+    def shared(self) -> bool:
+        """Written to files that other workers read?"""
+        return self._own is None
+
+    async def sample_in_flight(self, count: Callable[[], int]) -> None:
+        """A worker's in-flight figure, kept for the scrapes the other workers answer: sampled
+        once a second, so that the request path itself does nothing for it."""
+        while True:
+            self.in_flight.set(count())
+            await asyncio.sleep(SAMPLE_INTERVAL)
 
     def record(self, exchange: Exchange, seconds: float) -> None:
         """Count one request, from its access record."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientSession
+from aiohttp import ClientSession, TCPConnector
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import RunningProxy, raw_exchange, route, running_proxy
+from tests.conftest import KEYS, RunningProxy, raw_exchange, route, running_proxy
 from tests.fake_credential_sources import FakeContainerCredentials
 from tests.fake_function_url import FakeFunctionUrl
 
@@ -180,3 +183,39 @@ async def test_metrics_are_a_reserved_path_like_the_others(
             assert response.status == 200
             samples = parse(await response.text())
     assert value(samples, f"{P}_errors_total", route="-", code="unauthorized") == 1
+
+
+async def test_with_two_workers_the_figures_are_the_whole_servers(
+    fake: FakeFunctionUrl, spawn_proxy: Any, tmp_path: Path
+) -> None:
+    """Through the installed command: each request on a new connection, so the kernel spreads
+    them over both workers; every scrape, whichever worker answers it, shows all of them."""
+    proxy = await asyncio.to_thread(
+        spawn_proxy,
+        "--route", f"/fn={fake.url}", "--region", "us-east-1",
+        "--workers", "2", "--admin-listen", "127.0.0.1:0",
+        env={**KEYS, "TMPDIR": str(tmp_path)},
+    )  # fmt: skip
+    (made,) = await asyncio.to_thread(os.listdir, tmp_path)  # the workers' files are there
+    metrics_dir = tmp_path / made
+    admin = next(
+        int(match[1])
+        for line in proxy.lines
+        if (match := re.search(r"admin listener on http://127\.0\.0\.1:(\d+)", line))
+    )
+    async with ClientSession(connector=TCPConnector(force_close=True)) as session:
+        pids = set()
+        for _ in range(20):
+            async with session.get(proxy.url + "/_proxy/health") as response:
+                pids.add((await response.json())["pid"])
+        assert len(pids) == 2  # both workers answer
+        await known_mix(session, proxy.url)
+        for _ in range(100):  # the other worker's in-flight figure is sampled each second
+            samples = await scrape(session, proxy.url)
+            if value(samples, f"{P}_requests_in_flight") == 0:
+                break
+            await asyncio.sleep(0.1)
+        for url in [proxy.url] * 10 + [f"http://127.0.0.1:{admin}"] * 4:
+            assert_known_mix(await scrape(session, url))
+    assert await asyncio.to_thread(proxy.stop) == 0
+    assert not await asyncio.to_thread(metrics_dir.exists)  # removed at exit
