@@ -45,7 +45,7 @@ def admin_handler(live: Live) -> Handler:
             error = MethodNotAllowed(f"{request.method} {path}: the admin listener is read-only")
             return downstream.error(request, error, cors, exchange)
         if path == METRICS_PATH and live.metrics is not None:
-            text = live.metrics.render(len(live.in_flight))
+            text = await live.metrics.scrape(len(live.in_flight))
             return downstream.own(request, 200, CONTENT_TYPE, text, cors, exchange)
         status, data = RESERVED[path](live.state)
         return downstream.json(request, status, data, cors, exchange)

@@ -316,7 +316,7 @@ async def _serve(
         exchange.quiet = True  # health probes every few seconds would drown the log
         if path.rstrip("/") == METRICS_PATH and live.metrics is not None:
             # This scrape is in flight too, and not counted.
-            text = live.metrics.render(len(live.in_flight) - 1)
+            text = await live.metrics.scrape(len(live.in_flight) - 1)
             return downstream.own(request, 200, CONTENT_TYPE, text, cors, exchange)
         status, data = _reserved(state, path)
         return downstream.json(request, status, data, cors, exchange)
@@ -345,16 +345,17 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_credentials)
     app.cleanup_ctx.append(_upstream_client)
     if live.metrics.shared:
-        app.cleanup_ctx.append(_sample_in_flight)
+        app.cleanup_ctx.append(_publish_metrics)
     return app
 
 
-async def _sample_in_flight(app: web.Application) -> AsyncIterator[None]:
+async def _publish_metrics(app: web.Application) -> AsyncIterator[None]:
+    """A worker's figures, for the scrapes the other workers answer."""
     live = app[LIVE]
     assert live.metrics is not None
-    sampling = asyncio.create_task(live.metrics.sample_in_flight(lambda: len(live.in_flight)))
+    publishing = asyncio.create_task(live.metrics.publish_every_second(lambda: len(live.in_flight)))
     yield
-    sampling.cancel()
+    publishing.cancel()
 
 
 async def _upstream_client(app: web.Application) -> AsyncIterator[None]:

@@ -7,6 +7,7 @@ signs a fixed set): Lambda and X-Ray may add to it on the way.
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from typing import Final
@@ -16,15 +17,28 @@ from multidict import MultiMapping
 HEADER: Final = "X-Amzn-Trace-Id"
 SHOWN: Final = 256  # characters of a client's id kept for the log
 
-# Seeded from os.urandom once per process (workers are spawned, not forked): an id needs to be
-# unique, not secret, and SystemRandom costs a system call per id (2.7 us against 0.5).
-_bits: Final = random.Random().getrandbits  # noqa: S311
+
+class TraceIds:
+    """X-Ray's format: Root=1-<the time, 8 hex digits>-<96 bits, 24 hex digits>, the 96 bits
+    unique rather than random (X-Ray asks no more): 64 random bits drawn once per process
+    (workers are spawned, not forked, so each draws its own), then a counter. 0.4 us an id,
+    where 96 fresh random bits cost 3 us."""
+
+    def __init__(self) -> None:
+        self._process = f"{random.SystemRandom().getrandbits(64):016x}"
+        self._count = itertools.count(random.SystemRandom().getrandbits(32))
+        self._second = -1
+        self._head = ""
+
+    def __call__(self, now: float | None = None) -> str:
+        second = int(time.time() if now is None else now)
+        if second != self._second:
+            self._second = second
+            self._head = f"Root=1-{second & 0xFFFFFFFF:08x}-{self._process}"
+        return f"{self._head}{next(self._count) & 0xFFFFFFFF:08x}"
 
 
-def new_trace_id(now: float | None = None) -> str:
-    """X-Ray's format: Root=1-<the time, 8 hex digits>-<96 random bits, 24 hex digits>."""
-    epoch = int(time.time() if now is None else now)
-    return f"Root=1-{epoch:08x}-{_bits(96):024x}"
+new_trace_id: Final = TraceIds()
 
 
 def trace_header(headers: MultiMapping[str]) -> tuple[str, bytes]:

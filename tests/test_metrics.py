@@ -12,7 +12,8 @@ import pytest
 from aiohttp import ClientSession, TCPConnector
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import KEYS, RunningProxy, raw_exchange, route, running_proxy
+from proxy.metrics import PUBLISH_INTERVAL
+from tests.conftest import KEYS, ROOT, RunningProxy, raw_exchange, route, running_proxy
 from tests.fake_credential_sources import FakeContainerCredentials
 from tests.fake_function_url import FakeFunctionUrl
 
@@ -210,12 +211,37 @@ async def test_with_two_workers_the_figures_are_the_whole_servers(
                 pids.add((await response.json())["pid"])
         assert len(pids) == 2  # both workers answer
         await known_mix(session, proxy.url)
-        for _ in range(100):  # the other worker's in-flight figure is sampled each second
-            samples = await scrape(session, proxy.url)
-            if value(samples, f"{P}_requests_in_flight") == 0:
+        for _ in range(100):  # until each worker has published its figures since (each second)
+            counted = await scrape(session, proxy.url)
+            if sum(v for (name, _), v in counted.items() if name == f"{P}_requests_total") == 8:
                 break
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(PUBLISH_INTERVAL / 10)
         for url in [proxy.url] * 10 + [f"http://127.0.0.1:{admin}"] * 4:
             assert_known_mix(await scrape(session, url))
     assert await asyncio.to_thread(proxy.stop) == 0
     assert not await asyncio.to_thread(metrics_dir.exists)  # removed at exit
+
+
+async def test_the_readmes_table_is_every_metric_with_its_type_and_labels(
+    proxy: RunningProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| `(lambda_url_proxy_\w+)` \| (\w+) \|\s*([\w, ]*?)\s*\|", readme, re.M)
+    table = {
+        name: (kind, frozenset(filter(None, labels.split(", ")))) for name, kind, labels in rows
+    }
+    await known_mix(proxy.client, proxy.url)
+    async with proxy.client.get(proxy.url + "/_proxy/metrics") as response:
+        families = list(text_string_to_metric_families(await response.text()))
+    exposed = {}
+    for family in families:
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels = {key for sample in family.samples for key in sample.labels} - {"le"}
+        exposed[name] = (family.type, frozenset(labels))
+    # The credentials' expiry has no sample for static keys: its labels are the table's word.
+    for name in (f"{P}_credentials_expiry_timestamp_seconds", f"{P}_credentials_expire_in_seconds"):
+        assert exposed[name] == ("gauge", frozenset())
+        exposed[name] = ("gauge", frozenset({"identity"}))
+    for name in (f"{P}_credential_refresh_failures_total", f"{P}_upstream_retries_total"):
+        exposed[name] = (exposed[name][0], table[name][1])  # no sample until the first one
+    assert table == exposed
