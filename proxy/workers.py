@@ -22,7 +22,7 @@ from types import FrameType
 from typing import Any
 
 from proxy.admin import cannot_listen
-from proxy.settings import Settings, load_settings
+from proxy.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("proxy")
 
@@ -85,7 +85,17 @@ def supervise(settings: Settings, flags: dict[str, Any], config_file: Path | Non
             raise cannot_listen(settings, error) from None
         shown = f"[{address[0]}]" if ":" in address[0] else address[0]
         flags["admin_listen"] = f"{shown}:{admin_port}"
-    metrics_dir = tempfile.mkdtemp(prefix="lambda-url-proxy-metrics-")
+    try:
+        metrics_dir = tempfile.mkdtemp(prefix="lambda-url-proxy-metrics-")
+    except OSError as error:
+        reserved.close()
+        if admin is not None:
+            admin.close()
+        raise ConfigError(
+            f"workers = {settings.workers}: the workers share their metrics through a temporary "
+            f"directory, and none could be made ({error}): set TMPDIR to a writable folder "
+            "(in Kubernetes, an emptyDir volume mounted at /tmp)"
+        ) from None
     context = multiprocessing.get_context("spawn")
     all_listening = context.Barrier(settings.workers)
     workers = [
