@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import ClientSession
 
-from proxy.trace_id import new_trace_id
+from proxy.trace_id import new_trace_id, trace_ids
 from tests.conftest import ProxyProcess
 from tests.fake_function_url import FakeFunctionUrl, ReceivedRequest
 
@@ -34,13 +34,17 @@ async def access_record(proxy: ProxyProcess, path: str) -> dict[str, Any]:
     raise AssertionError(f"no access line for {path}:\n{''.join(proxy.lines)}")
 
 
-def test_a_made_id_has_x_rays_format() -> None:
-    now = time.time()
-    made = {new_trace_id(now) for _ in range(1000)}
-    assert len(made) == 1000
-    for trace_id in made:
+def test_a_made_id_has_x_rays_format_and_is_unique() -> None:
+    now = 1_800_000_000.7
+    made = [trace_ids(lambda: now)() for _ in range(3)]  # as three processes make them
+    made += [new_trace_id() for _ in range(10_000)]
+    assert len(set(made)) == len(made)
+    for trace_id in made[:3]:
         match = TRACE_ID.fullmatch(trace_id)
         assert match and int(match[1], 16) == int(now)
+    for trace_id in made[3:]:
+        match = TRACE_ID.fullmatch(trace_id)
+        assert match and abs(int(match[1], 16) - time.time()) < 60
 
 
 async def test_the_clients_trace_id_is_passed_on_unsigned(
