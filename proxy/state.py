@@ -134,6 +134,8 @@ class Live:
             self._refreshing[identity] = asyncio.create_task(identity.run())
         for identity in self._refreshing.keys() - wanted:
             self._refreshing.pop(identity).cancel()
+            if self.metrics is not None:  # no expiry left behind to alert on
+                self.metrics.figures.expiry.pop(identity.name, None)
         functions = set(self.state.functions)
         for function in functions - self._resolving.keys():
             self._resolving[function] = asyncio.create_task(function.run())

@@ -12,7 +12,10 @@ import pytest
 from aiohttp import ClientSession, TCPConnector
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.app import LIVE
 from proxy.metrics import PUBLISH_INTERVAL
+from proxy.settings import load_settings
+from proxy.state import ProxyState
 from tests.conftest import KEYS, ROOT, RunningProxy, raw_exchange, route, running_proxy
 from tests.fake_credential_sources import FakeContainerCredentials
 from tests.fake_function_url import FakeFunctionUrl
@@ -245,3 +248,22 @@ async def test_the_readmes_table_is_every_metric_with_its_type_and_labels(
     for name in (f"{P}_credential_refresh_failures_total", f"{P}_upstream_retries_total"):
         exposed[name] = (exposed[name][0], table[name][1])  # no sample until the first one
     assert table == exposed
+
+
+async def test_an_identity_a_reload_let_go_leaves_no_expiry_behind(
+    fake: FakeFunctionUrl, fn: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "aws-config").write_text(
+        "[profile dev]\naws_access_key_id = AKIADEV0000000000001\n"
+        "aws_secret_access_key = dev/secret\nregion = us-east-1\n"
+    )
+    expiring = f"{P}_credentials_expire_in_seconds"
+    async with FakeContainerCredentials(fake, lifetime=3600) as endpoint:
+        monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", endpoint.url)
+        monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", endpoint.TOKEN)
+        async with running_proxy(routes=[fn]) as proxy:
+            assert value(await scrape(proxy.client, proxy.url), expiring, identity="default") > 0
+            live = proxy.app[LIVE]
+            live.replace(ProxyState.build(load_settings({"routes": [fn], "profile": "dev"})))
+            samples = await scrape(proxy.client, proxy.url)
+    assert not [name for name, _ in samples if name == expiring]
