@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession
 
-from tests.conftest import AKID, SECRET, ProxyProcess, raw_response, spawn
+from tests.conftest import AKID, SECRET, ProxyProcess, raw_exchange, raw_response, spawn
 from tests.fake_function_url import FakeFunctionUrl
 from tests.test_metrics import P, parse, value
 
@@ -104,6 +104,9 @@ async def test_it_never_forwards(proxy: ProxyProcess, fake: FakeFunctionUrl) -> 
         error = json.loads(body)
         assert error["error"] == "no_route"
         assert "serves only /_proxy/health, /_proxy/ready, /_proxy/metrics" in error["message"]
+    request = b"HEAD /_proxy/ready HTTP/1.1\r\nHost: 10.1.2.3\r\nConnection: close\r\n\r\n"
+    answer = await raw_exchange(port, request)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"\r\n\r\n")  # no body
     head, body = await get(port, "/_proxy/health", method="POST")
     assert head.startswith(b"HTTP/1.1 405") and b"\r\nAllow: GET, HEAD\r\n" in head
     assert json.loads(body)["error"] == "method_not_allowed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,11 @@ import pytest
 from aiohttp import ClientSession, TCPConnector
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy import workers
 from proxy.app import LIVE
+from proxy.figures import BUCKETS
 from proxy.metrics import PUBLISH_INTERVAL
-from proxy.settings import load_settings
+from proxy.settings import ConfigError, load_settings
 from proxy.state import ProxyState
 from tests.conftest import KEYS, ROOT, RunningProxy, raw_exchange, route, running_proxy
 from tests.fake_credential_sources import FakeContainerCredentials
@@ -267,3 +270,29 @@ async def test_an_identity_a_reload_let_go_leaves_no_expiry_behind(
             live.replace(ProxyState.build(load_settings({"routes": [fn], "profile": "dev"})))
             samples = await scrape(proxy.client, proxy.url)
     assert not [name for name, _ in samples if name == expiring]
+
+
+def test_without_a_temporary_directory_workers_say_what_to_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read-only root filesystem (a pod's) and no TMPDIR: a message, not a traceback."""
+
+    def read_only(*args: Any, **kwargs: Any) -> str:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)  # as proxy/workers.py calls it
+    settings = load_settings(
+        {"routes": [route("/fn", "http://127.0.0.1:9")], "workers": 2, "port": 0}
+    )
+    with pytest.raises(ConfigError) as raised:
+        workers.supervise(settings, {}, None)
+    message = str(raised.value)
+    assert message.startswith("workers = 2: the workers share their metrics through a temporary")
+    assert "set TMPDIR to a writable folder (in Kubernetes, an emptyDir volume" in message
+
+
+def test_the_buckets_are_the_readmes() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "buckets run from 5 ms to 900 s (Lambda's longest timeout)" in readme
+    assert (BUCKETS[0], BUCKETS[-1]) == (0.005, 900)
+    assert list(BUCKETS) == sorted(BUCKETS)
