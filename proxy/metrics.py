@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -70,37 +71,42 @@ class Metrics:
     ) -> None:
         self.figures.identity_refreshed(identity.name, failed, expires_at)
 
-    def publish(self, in_flight: int) -> Totals:
-        """This process's totals, written for the other workers if there are any."""
-        totals = self.figures.totals(in_flight)
-        if self._file is not None:
-            written = self._file.with_suffix(".tmp")
-            written.write_text(json.dumps(totals.to_json()))
-            written.replace(self._file)  # whole, for a reader in another process
-        return totals
+    def _publish(self, totals: Totals) -> None:
+        """Write this process's totals for the other workers: whole, for a reader in another
+        process, from a file of this thread's own (a scrape and the timer may write at once)."""
+        assert self._file is not None
+        written = self._file.with_suffix(f".{threading.get_ident()}.tmp")
+        written.write_text(json.dumps(totals.to_json()))
+        written.replace(self._file)
 
     async def publish_every_second(self, in_flight: Callable[[], int]) -> None:
         while True:
-            await asyncio.to_thread(self.publish, in_flight())
+            # Counted on the event loop, where record() runs; written off it.
+            await asyncio.to_thread(self._publish, self.figures.totals(in_flight()))
             await asyncio.sleep(PUBLISH_INTERVAL)
 
     async def scrape(self, in_flight: int) -> bytes:
-        """render(), off the event loop where it reads the other workers' files."""
+        """The exposition: this process's figures, or with workers the whole server's (files
+        read off the event loop)."""
+        totals = self.figures.totals(in_flight)
         if self.directory is None:
-            return self.render(in_flight)
-        return await asyncio.to_thread(self.render, in_flight)
+            return render(totals)
+        return await asyncio.to_thread(self._whole_server, totals)
 
-    def render(self, in_flight: int) -> bytes:
-        """The exposition, of the whole server's figures. Blocking: a worker reads files."""
-        totals = self.publish(in_flight)
-        if self.directory is not None:
-            totals = Totals()
-            for path in self.directory.glob("*.json"):
-                try:
-                    totals.add(Totals.from_json(json.loads(path.read_text())))
-                except (OSError, ValueError, KeyError, TypeError) as error:
-                    log.warning("metrics of another worker unreadable (%s): %s", path, error)
-        return generate_latest(_Families(families(totals, time.time())))
+    def _whole_server(self, mine: Totals) -> bytes:
+        assert self.directory is not None
+        self._publish(mine)
+        totals = Totals()
+        for path in self.directory.glob("*.json"):
+            try:
+                totals.add(Totals.from_json(json.loads(path.read_text())))
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                log.warning("metrics of another worker unreadable (%s): %s", path, error)
+        return render(totals)
+
+
+def render(totals: Totals) -> bytes:
+    return generate_latest(_Families(families(totals, time.time())))
 
 
 def families(totals: Totals, now: float) -> list[Metric]:
