@@ -31,6 +31,17 @@ SMALL_JSON: Final = (
 )
 
 
+# The same answer as a function's result for Invoke (payload format 2.0), its body a JSON string:
+# each `"` of it written `\\\"` in nginx's quoted string, which turns `\\` into `\`, `\"` into `"`.
+INVOKE_RESULT: Final = (
+    '{"statusCode": 200, "headers": {"content-type": "application/json"}, "body": "'
+    + SMALL_JSON.replace('"', '\\\\\\"')
+    + '"}'
+)
+# GetFunctionUrlConfig for a function without a URL, as the Lambda API answers it.
+NO_URL: Final = '{"Type": "User", "Message": "The resource you requested does not exist."}'
+
+
 class MissingTool(RuntimeError):
     pass
 
@@ -159,6 +170,18 @@ def upstream_conf(
         location = /slow {{
             default_type application/x-ndjson;
 {slow_parts}
+        }}
+        # The Lambda API, for a route naming a function without a URL (AWS_ENDPOINT_URL_LAMBDA):
+        # the lookup finds no URL, Invoke answers /small's body as a function's result.
+        location ~ ^/2021-10-31/functions/[^/]+/url$ {{
+            default_type application/json;
+            add_header x-amzn-ErrorType ResourceNotFoundException always;
+            return 404 '{NO_URL}';
+        }}
+        location ~ ^/2015-03-31/functions/[^/]+/invocations$ {{
+            client_max_body_size 8m;
+            default_type application/json;
+            return 200 '{INVOKE_RESULT}';
         }}
     }}
 }}

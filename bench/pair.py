@@ -6,7 +6,11 @@ running both at once makes the machine's noise hit both alike.
     python -m bench.pair A_COMMAND B_COMMAND [--scenario get_small] [--rounds 7] [--seconds 3]
 
 Each command gets the bench's arguments (`--route /=<upstream> ...`, bench/cli.py) appended,
-and the bench's environment; the upstream is the bench's nginx (bench/nginx.py).
+and the bench's environment, with AWS_ENDPOINT_URL_LAMBDA at the upstream too; the upstream is the
+bench's nginx (bench/nginx.py), which also answers as the Lambda API does for a function without
+a URL. Invoke against a URL route:
+
+    python -m bench.pair lambda-url-proxy "lambda-url-proxy --route /small=function:bench"
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         upstream = ps.start("upstream", [tools.nginx, "-c", str(conf), "-p", str(workdir)])
         procs.wait_until_answers(upstream, f"http://127.0.0.1:{upstream_port}/_bench/health")
         env = proxy_environment(workdir)
+        # A route naming a function without a URL invokes it at the upstream (bench/nginx.py):
+        # `--route /small=function:bench` measures Invoke beside the URL route to /small.
+        env["AWS_ENDPOINT_URL_LAMBDA"] = f"http://127.0.0.1:{upstream_port}"
         proxies = []
         for label, command in (("A", args.a), ("B", args.b)):
             port = procs.free_port()

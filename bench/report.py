@@ -136,6 +136,15 @@ def checks(result: dict[str, Any], proxies: list[str]) -> list[dict[str, Any]]:
             lambda v: v < 1.5,
             "{:.2f} s",
         )
+        _check(
+            found,
+            proxy,
+            "--help, wall time (issue 16)",
+            startup["help_s"] if startup else None,
+            "< 0.25 s",
+            lambda v: v < 0.25,
+            "{:.3f} s",
+        )
     signing = result.get("signing")
     if signing:
         _check(

@@ -16,12 +16,13 @@ from aiohttp import web
 
 from proxy import downstream
 from proxy._aiohttp import JsonErrorServer
-from proxy.app import HEALTH_PATH, LIVE, METRICS_PATH, RESERVED, Handler
+from proxy.app import CLIENT, HEALTH_PATH, LIVE, METRICS_PATH, RESERVED, Handler
 from proxy.errors import MethodNotAllowed, NoRoute, ProxyError
 from proxy.exchange import Exchange
 from proxy.metrics import CONTENT_TYPE
 from proxy.settings import ConfigError, Settings
 from proxy.state import Live
+from proxy.upstream import UpstreamClient
 
 log = logging.getLogger("proxy")
 
@@ -30,7 +31,7 @@ SERVED: Final = (HEALTH_PATH, READY_PATH, METRICS_PATH)
 READ_ONLY: Final = frozenset({"GET", "HEAD"})
 
 
-def admin_handler(live: Live) -> Handler:
+def admin_handler(live: Live, client: UpstreamClient) -> Handler:
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         exchange = Exchange(request.method, request.raw_path.partition("?")[0][:2048])
         path = exchange.path.rstrip("/") or "/"
@@ -47,7 +48,7 @@ def admin_handler(live: Live) -> Handler:
         if path == METRICS_PATH and live.metrics is not None:
             text = await live.metrics.scrape(len(live.in_flight))
             return downstream.own(request, 200, CONTENT_TYPE, text, cors, exchange)
-        status, data = RESERVED[path](live.state)
+        status, data = RESERVED[path](live.state, client)
         return downstream.json(request, status, data, cors, exchange)
 
     return handle
@@ -69,7 +70,7 @@ async def start_admin(
         return None
     host, port = address
     server = JsonErrorServer(
-        admin_handler(app[LIVE]),
+        admin_handler(app[LIVE], app[CLIENT]),
         max_connections=64,  # probes and scrapes: a few at a time
         keepalive_timeout=settings.idle_timeout,
         access_log=None,

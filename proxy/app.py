@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from proxy import downstream
 from proxy.budget import BodyBudget
+from proxy.cors import CorsPolicy
 from proxy.deadline import Deadline
 from proxy.errors import (
     BadRequest,
@@ -32,6 +34,7 @@ from proxy.errors import (
 )
 from proxy.exchange import Exchange
 from proxy.forward import forward
+from proxy.invoke import invoke
 from proxy.logs import log_access
 from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.routing import Router, Upstream
@@ -134,20 +137,24 @@ async def read_body(request: web.BaseRequest, limit: int, hint: str) -> bytes:
     return bytes(body)
 
 
-def health(state: ProxyState) -> tuple[int, object]:
+def health(state: ProxyState, client: UpstreamClient) -> tuple[int, object]:
     return 200, {"status": "ok", "pid": os.getpid()}
 
 
-def ready(state: ProxyState) -> tuple[int, object]:
+def ready(state: ProxyState, client: UpstreamClient) -> tuple[int, object]:
     identities = [identity.status() for identity in state.identities.values()]
     unusable = [status for status in identities if not status["usable"]]
-    body: dict[str, object] = {"ready": not unusable, "identities": identities}
+    body: dict[str, object] = {
+        "ready": not unusable,
+        "identities": identities,
+        "clocks": client.clocks.status(),  # AWS's clock as each upstream's answers show it
+    }
     if unusable:
         body["reason"] = "; ".join(str(status["error"]) for status in unusable)
     return 503 if unusable else 200, body
 
 
-def routes(state: ProxyState) -> tuple[int, object]:
+def routes(state: ProxyState, client: UpstreamClient) -> tuple[int, object]:
     table = [
         {
             "prefix": upstream.prefix,
@@ -168,21 +175,21 @@ def routes(state: ProxyState) -> tuple[int, object]:
 
 HEALTH_PATH: Final = f"{RESERVED_PREFIX}/health"
 METRICS_PATH: Final = f"{RESERVED_PREFIX}/metrics"  # text, not JSON: served by _serve itself
-RESERVED: Final[dict[str, Callable[[ProxyState], tuple[int, object]]]] = {
+RESERVED: Final[dict[str, Callable[[ProxyState, UpstreamClient], tuple[int, object]]]] = {
     HEALTH_PATH: health,
     f"{RESERVED_PREFIX}/ready": ready,
     f"{RESERVED_PREFIX}/routes": routes,
 }
 
 
-def _reserved(state: ProxyState, path: str) -> tuple[int, object]:
+def _reserved(state: ProxyState, client: UpstreamClient, path: str) -> tuple[int, object]:
     endpoint = RESERVED.get(path.rstrip("/"))
     if endpoint is None:
         raise NoRoute(
             f"{path} is reserved for the proxy and never forwarded; its endpoints are "
             + ", ".join([*RESERVED, METRICS_PATH])
         )
-    return endpoint(state)
+    return endpoint(state, client)
 
 
 def _check_request_line(request: web.BaseRequest, raw_target: str) -> None:
@@ -244,26 +251,25 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 def dispatcher(app: web.Application) -> Handler:
-    """The server's request handler: every request to `handle`, with the app's state."""
-    live, client = app[LIVE], app[CLIENT]
+    """The server's request handler: every request to `handle`, with the app's state. A partial,
+    not a closure that awaits handle(): one coroutine fewer per request."""
     # With the loop given, current_task() skips get_running_loop(), which on Python 3.11
     # makes a getpid() system call: a few microseconds per request in a VM.
     loop = asyncio.get_running_loop()
-
-    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
-        task = asyncio.current_task(loop)
-        assert task is not None
-        return await handle(request, live, client, task)
-
-    return dispatch
+    return functools.partial(handle, live=app[LIVE], client=app[CLIENT], loop=loop)
 
 
 async def handle(
-    request: web.BaseRequest, live: Live, client: UpstreamClient, task: asyncio.Task[Any]
+    request: web.BaseRequest,
+    live: Live,
+    client: UpstreamClient,
+    loop: asyncio.AbstractEventLoop,
 ) -> web.StreamResponse:
     """Every request: the proxy's checks in one order, then forward(); the one edge where the
     proxy's own errors become answers, and where the access line is written."""
     started = time.perf_counter()
+    task = asyncio.current_task(loop)
+    assert task is not None
     state = live.state  # this request keeps it, whatever a reload does
     live.in_flight.add(task)
     exchange = Exchange(request.method, request.raw_path.partition("?")[0][:2048], started=started)
@@ -272,7 +278,7 @@ async def handle(
     except ProxyError as error:
         exchange.outcome = error.code
         if error.status >= 500:
-            exchange.detail = error.message
+            exchange.detail = error.detail  # a function's own error message included
         return downstream.error(request, error, state.cors, exchange)
     except asyncio.CancelledError:
         exchange.outcome = exchange.outcome or (
@@ -296,8 +302,37 @@ async def _serve(
     exchange: Exchange,
     task: asyncio.Task[Any],
 ) -> web.StreamResponse:
+    """The checks (`_admit`), the route's credentials, the body; then the forward. A GET with
+    credentials in hand awaits nothing here but forward()."""
+    admitted = _admit(request, state, client, exchange)
+    if isinstance(admitted, web.StreamResponse):
+        return admitted  # the proxy's own answer
+    if admitted is None:
+        return await _scrape(request, live, state.cors, exchange)
+    upstream, path, query = admitted
+    identity = upstream.identity
+    if identity.first_pending:
+        await identity.credentials()  # the very first resolution is still running: wait for it
+    identity.current()  # CredentialsUnavailable now, not after reading a body for nothing
+    # A function without a URL is invoked through the Lambda API (proxy/invoke.py).
+    send = forward if upstream.invoke is None else invoke
+    if not request.body_exists:  # no timer and no share of the budget for the majority
+        return await send(request, client, upstream, path, query, b"", exchange, state.cors, task)
+    body = await _body(request, live, task)
+    exchange.bytes_received = len(body)
+    try:
+        return await send(request, client, upstream, path, query, body, exchange, state.cors, task)
+    finally:
+        live.bodies.give_back(len(body))
+
+
+def _admit(
+    request: web.BaseRequest, state: ProxyState, client: UpstreamClient, exchange: Exchange
+) -> tuple[Upstream, str, str] | web.StreamResponse | None:
     """The checks in their one order: the request line, the client's access (origin, token,
-    network, Host), the route, its credentials, the body; then the forward."""
+    network, Host), the route. Returns the route with the canonical path and query, or the
+    proxy's own answer (a CORS preflight, /_proxy/*), None for /_proxy/metrics; raises
+    ProxyError to refuse."""
     raw_target = request.raw_path
     _check_request_line(request, raw_target)
     path, query = split_target(raw_target)
@@ -313,28 +348,26 @@ async def _serve(
     if path != HEALTH_PATH and state.access.restricted:
         state.access.check(request)  # the health check stays open, for orchestrators
     if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
+        if path.rstrip("/") == METRICS_PATH:
+            exchange.quiet = True
+            return None  # text, read off the loop with --workers: _serve awaits it
+        status, data = _reserved(state, client, path)
         exchange.quiet = True  # health probes every few seconds would drown the log
-        if path.rstrip("/") == METRICS_PATH and live.metrics is not None:
-            # This scrape is in flight too, and not counted.
-            text = await live.metrics.scrape(len(live.in_flight) - 1)
-            return downstream.own(request, 200, CONTENT_TYPE, text, cors, exchange)
-        status, data = _reserved(state, path)
         return downstream.json(request, status, data, cors, exchange)
     upstream = _match(state.router, path)
     exchange.route = upstream.prefix
-    credentials = await upstream.identity.credentials()  # before reading a body for nothing
-    if not request.body_exists:  # no timer and no share of the budget for the majority
-        return await forward(
-            request, client, upstream, credentials, path, query, b"", exchange, cors, task
-        )
-    body = await _body(request, live, task)
-    exchange.bytes_received = len(body)
-    try:
-        return await forward(
-            request, client, upstream, credentials, path, query, body, exchange, cors, task
-        )
-    finally:
-        live.bodies.give_back(len(body))
+    return upstream, path, query
+
+
+async def _scrape(
+    request: web.BaseRequest, live: Live, cors: CorsPolicy, exchange: Exchange
+) -> web.StreamResponse:
+    """/_proxy/metrics in Prometheus's text format (proxy/metrics.py); this scrape is in flight
+    too, and not counted."""
+    if live.metrics is None:  # a Live built without create_app
+        raise NoRoute(f"{METRICS_PATH}: this server keeps no metrics")
+    text = await live.metrics.scrape(len(live.in_flight) - 1)
+    return downstream.own(request, 200, CONTENT_TYPE, text, cors, exchange)
 
 
 def create_app(settings: Settings) -> web.Application:

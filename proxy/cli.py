@@ -1,43 +1,28 @@
 """The command line: flags + environment + file into Settings, then serve on uvloop.
 
 Flags are generated from the Settings fields, so each one appears in --help with its
-environment variable and default, and is validated like the file and the environment.
+environment variable and default, and is validated like the file and the environment; `--help`
+reads them from the flag table (proxy/flags.py) and imports neither pydantic nor asyncio.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import errno
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, NoReturn, get_args, get_origin
-
-from pydantic import ByteSize
-from pydantic_core import PydanticUndefined
+from typing import Any, NoReturn
 
 from proxy import __version__
-from proxy.logs import configure
-from proxy.settings import (
-    CONFIG_ENV,
-    ROUTES_EXAMPLE,
-    ConfigError,
-    Settings,
-    env_name,
-    load_settings,
-    parse_route,
-    route_options,
-)
-
-log = logging.getLogger("proxy")
 
 EXIT_CONFIG = 2
 
 
 def _route_flag(text: str) -> dict[str, str]:
+    from proxy.settings import parse_route
+
     try:
         return parse_route(text)
     except ValueError as error:
@@ -45,6 +30,10 @@ def _route_flag(text: str) -> dict[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser, from the flag table (proxy/flags.py): neither pydantic nor the settings
+    module is imported until the arguments are parsed, so `--help` answers at once."""
+    from proxy._flags import FLAGS
+
     parser = argparse.ArgumentParser(
         prog="lambda-url-proxy",
         description="Local reverse proxy that signs requests with AWS SigV4 for Lambda Function "
@@ -62,54 +51,33 @@ def build_parser() -> argparse.ArgumentParser:
         "route table and exit 0 only if all are usable",
     )
     parser.add_argument("--check", action="store_true", help="the same as the check command")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help=f"TOML configuration file [env: {CONFIG_ENV}]",
+        "--probe",
+        metavar="PATH",
+        help="with check: send one signed GET of PATH to each route (which runs its function) "
+        "and explain the answer",
     )
-    for name, field in Settings.model_fields.items():
-        env = env_name(name)
-        if name == "routes":
-            parser.add_argument(
-                "--route",
-                dest="routes",
-                action="append",
-                type=_route_flag,
-                metavar="PREFIX=URL|function:NAME[,OPTION=VALUE...]",
-                help=f"{field.description}; OPTIONs are route settings: "
-                f"{', '.join(route_options())} (e.g. profile=dev,timeout=30; qualifier=prod) "
-                f"[env: {env} as JSON, e.g. '{ROUTES_EXAMPLE}']",
-            )
-            continue
-        if get_origin(field.annotation) is list:
-            singular = name.removesuffix("s").replace("_", "-")
-            parser.add_argument(
-                f"--{singular}",
-                dest=name,
-                action="append",
-                metavar=singular.split("-")[-1].upper(),
-                help=f"{field.description} [env: {env} as JSON list]",
-            )
-            continue
-        default = field.default
-        if isinstance(default, ByteSize):
-            default = default.human_readable(separator=" ")
-        shown = "" if default in (None, PydanticUndefined) else f" (default: {default})"
-        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    types: dict[str | None, Any] = {"route": _route_flag, "path": Path, None: None}
+    for flag in FLAGS:
         parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=name,
-            metavar="{" + ",".join(choices) + "}" if choices else name.upper(),
-            choices=choices,
-            help=f"{field.description} [env: {env}]{shown}",
+            *flag.names,
+            dest=flag.dest,
+            action="append" if flag.append else "store",
+            type=types[flag.kind],
+            metavar=flag.metavar,
+            choices=flag.choices,
+            help=flag.help,
         )
     return parser
 
 
 def _fail(message: str, json_logs: bool) -> NoReturn:
     if json_logs:
+        import logging
+
+        from proxy.logs import configure
+
         configure("json", "info")
         logging.getLogger("proxy").error(message, extra={"fields": {"event": "config_error"}})
     else:
@@ -118,11 +86,13 @@ def _fail(message: str, json_logs: bool) -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # `--help` and `--version` end here
+    from proxy.settings import CONFIG_ENV, ConfigError, load_settings
+
     flags: dict[str, Any] = {
         name: value
         for name, value in vars(args).items()
-        if value is not None and name not in ("config", "command", "check")
+        if value is not None and name not in ("config", "command", "check", "probe")
     }
     json_logs = flags.get("log_format") == "json"
     config_file = args.config or (Path(p) if (p := os.environ.get(CONFIG_ENV)) else None)
@@ -130,12 +100,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = load_settings(flags, config_file=config_file)
     except ConfigError as error:
         _fail(str(error), json_logs)
+    import logging  # none of these for `--help`, nor asyncio (in _run)
+
+    from proxy.logs import configure
+
+    log = logging.getLogger("proxy")
+
     configure(settings.log_format, settings.log_level)
-    if args.check or args.command == "check":
+    checking = args.check or args.command == "check"
+    if args.probe is not None and not (checking and args.probe.startswith("/")):
+        _fail(
+            f"--probe {args.probe!r}: give a path that starts with / to `check`, as in "
+            "`lambda-url-proxy check --probe /health`",
+            json_logs,
+        )
+    if checking:
         from proxy.check import check
 
         try:
-            sys.exit(check(settings))
+            sys.exit(check(settings, args.probe))
         except ConfigError as error:
             _fail(str(error), json_logs)
     from proxy.server import serve  # after logging is set: importing aiohttp is the slow part
@@ -163,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _run(coroutine: Any) -> None:
+    import asyncio
+
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform

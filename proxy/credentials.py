@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import botocore
+import botocore.config
 import botocore.credentials
 import botocore.exceptions
 import botocore.session
@@ -39,6 +40,11 @@ MIN_REFRESH_DELAY: Final = 0.2
 MAX_RETRY_DELAY: Final = 60.0
 MAX_RETRY_DELAY_UNUSABLE: Final = 5.0
 STS_DEFAULT_REGION: Final = "us-east-1"
+# AWS rejected the keys (issue #13): resolved afresh at most this often, however many requests
+# the rejection met.
+RENEW_INTERVAL: Final = 10.0
+# GetCallerIdentity, for an AccessDenied's explanation: a refusal waits no longer for it.
+WHOAMI_TIMEOUT: Final = 5.0
 # botocore's `profile` setting read from no variable (config name, env vars, default, converter).
 IGNORE_PROFILE_VARIABLES: Final = {"profile": (None, None, None, None)}
 
@@ -193,6 +199,10 @@ class Identity:
         self.account_id: str | None = self.spec.role_account
         self.error: str | None = None
         self.refreshed_at: float | None = None
+        self.caller_arn: str | None = None  # STS GetCallerIdentity's Arn, once asked (whoami)
+        self._renewal: asyncio.Future[float | None] | None = None
+        self._renewed_at = -RENEW_INTERVAL
+        self._whoami: asyncio.Future[str | None] | None = None
         # Told of each refresh: failed?, the expiry (proxy/metrics.py's identity_refreshed).
         self.on_refresh: Callable[[Identity, bool, float | None], None] | None = None
 
@@ -206,10 +216,16 @@ class Identity:
             raise CredentialsUnavailable(self.unavailable_reason())
         return creds
 
+    @property
+    def first_pending(self) -> bool:
+        """The very first resolution is still running: credentials() waits for it. Otherwise
+        current() answers at once, and the request path needs no await for it."""
+        return self._current is None and not self._first_attempt.is_set()
+
     async def credentials(self) -> Credentials:
         """current(), except that a request arriving while the very first resolution is still
         running waits for it rather than failing."""
-        if self._current is None and not self._first_attempt.is_set():
+        if self.first_pending:
             await self._first_attempt.wait()
         return self.current()
 
@@ -308,15 +324,17 @@ class Identity:
                 self.on_refresh(self, failed, self._expires_at)
 
     async def _refresh(self) -> float | None:
-        if self._chain is None:
-            self._chain = await asyncio.to_thread(self._resolve)
-        frozen = await asyncio.to_thread(self._chain.get_frozen_credentials)
+        # One chain throughout: renew() may drop self._chain while this awaits.
+        chain = self._chain
+        if chain is None:
+            chain = self._chain = await asyncio.to_thread(self._resolve)
+        frozen = await asyncio.to_thread(chain.get_frozen_credentials)
         if not frozen.access_key or not frozen.secret_key:
             raise LookupError("the credential source returned an empty access key or secret key")
-        expires_at = _expiry_epoch(self._chain)  # before the keys are kept: it may refuse them
+        expires_at = _expiry_epoch(chain)  # before the keys are kept: it may refuse them
         self._current = Credentials(frozen.access_key, frozen.secret_key, frozen.token or None)
         self._expires_at = expires_at
-        self.source = self._chain.method
+        self.source = chain.method
         self.account_id = getattr(frozen, "account_id", None) or self.spec.role_account
         self.refreshed_at = self._clock()
         self.error = None
@@ -324,6 +342,56 @@ class Identity:
             return None
         remaining = self._expires_at - self._clock()
         return max(remaining - ADVISORY_WINDOW, remaining / 2, MIN_REFRESH_DELAY)
+
+    async def renew(self) -> Credentials | None:
+        """Resolve the credentials afresh now, the chain too (AWS rejected the cached keys:
+        they expired or were revoked between refreshes), so that new keys in a profile or a new
+        SSO login are found. Requests rejected together share one resolution, and one is done
+        at most every RENEW_INTERVAL. The credentials then in force, None if there are none."""
+        if self._renewal is None or (
+            self._renewal.done() and self._clock() - self._renewed_at > RENEW_INTERVAL
+        ):
+            self._renewed_at = self._clock()
+            self._chain = None
+            self._renewal = asyncio.ensure_future(self.refresh())
+        try:
+            await asyncio.shield(self._renewal)
+        except Exception:  # described in self.error
+            log.warning("credentials for identity %s unavailable: %s", self.name, self.error)
+        try:
+            return self.current()
+        except CredentialsUnavailable:
+            return None
+
+    async def whoami(self) -> str | None:
+        """Who these credentials are (STS GetCallerIdentity's Arn), asked once per identity,
+        off the event loop; None if STS did not say within WHOAMI_TIMEOUT."""
+        if self._whoami is None:
+            self._whoami = asyncio.ensure_future(asyncio.to_thread(self._caller_identity))
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._whoami), WHOAMI_TIMEOUT)
+        except Exception:  # botocore raises many types; each means "not known"
+            return None
+
+    def _caller_identity(self) -> str | None:
+        creds = self.current()
+        # Any: botocore makes its operations from the service model at run time.
+        client: Any = botocore_session(self.spec).create_client(
+            "sts",
+            region_name=self.spec.sts_region or STS_DEFAULT_REGION,
+            aws_access_key_id=creds.access_key,
+            aws_secret_access_key=creds.secret_key,
+            aws_session_token=creds.token,
+            config=botocore.config.Config(
+                retries={"mode": "standard", "total_max_attempts": 1},
+                connect_timeout=WHOAMI_TIMEOUT,
+                read_timeout=WHOAMI_TIMEOUT,
+            ),
+        )
+        answer = client.get_caller_identity()
+        self.caller_arn = str(answer["Arn"])
+        self.account_id = self.account_id or str(answer["Account"])
+        return self.caller_arn
 
     async def run(self) -> None:
         """Keep the credentials fresh until cancelled; failures are retried with back-off and

@@ -21,9 +21,8 @@ import functools
 import json as jsonlib
 import sys
 import time
-from collections.abc import Callable
 from email.utils import formatdate
-from typing import Final
+from typing import Final, Protocol
 
 from aiohttp import web
 
@@ -32,7 +31,7 @@ from proxy.cors import CorsPolicy
 from proxy.errors import ERROR_HEADER, ProxyError
 from proxy.exchange import Exchange
 from proxy.headers import kept_names, response_header_lines
-from proxy.upstream import Head, Malformed, Wire
+from proxy.upstream import Head, Malformed
 from proxy.wire import LAST_CHUNK, NO_BODY_STATUSES, Version, connection_line, status_line
 
 HTTP_11: Final = (1, 1)
@@ -57,6 +56,18 @@ class HttpDate:
 
 
 date_line: Final = HttpDate()
+
+
+class Body(Protocol):
+    """An answer's body as it arrives: an upstream's Wire, or an invoked function's stream
+    (proxy/invoke.py). take(): the parts that have arrived; more(): waits for the next, []
+    at the end; `done`: all of it has been taken."""
+
+    done: bool
+
+    def take(self) -> list[bytes]: ...
+
+    async def more(self) -> list[bytes]: ...
 
 
 def keeps_alive(request: web.BaseRequest) -> bool:
@@ -134,10 +145,9 @@ def whole(
 async def stream(
     request: web.BaseRequest,
     head: Head,
-    wire: Wire,
+    wire: Body,
     cors: CorsPolicy,
     exchange: Exchange,
-    first_part: Callable[[bytes], None] | None = None,
 ) -> Written:
     """Copy an answer to the client as it arrives. The head waits for the first part of the
     body only if that part has already arrived (one write instead of two); a function still at
@@ -163,8 +173,6 @@ async def stream(
         data = wire.take()
     except (ConnectionError, OSError, Malformed) as error:
         return abort(request, exchange, error)
-    if first_part is not None:
-        first_part(b"".join(data))
     writer, protocol = request.writer, request.protocol
     while True:
         if data:
@@ -177,7 +185,7 @@ async def stream(
         if wire.done:  # and all of it read: the end goes with the last part
             if chunked:
                 parts.append(LAST_CHUNK)
-            sent = _send(request, parts, exchange)  # whether or not the connection goes on
+            sent = _send(request, parts, exchange)  # always: the end goes out on a close too
             return written(head.status, keep_alive and sent)
         if parts and not _send(request, parts, exchange):
             return written(head.status, False)
@@ -248,6 +256,8 @@ def error(
         lines += b'WWW-Authenticate: Bearer realm="lambda-url-proxy"\r\n'
     elif error.status == 405:  # the admin listener's (RFC 9110 15.5.6: say what is allowed)
         lines += b"Allow: GET, HEAD\r\n"
+    if error.retry_after is not None:
+        lines += b"Retry-After: %s\r\n" % error.retry_after.encode("latin-1")
     keep_alive = request.content.is_eof()
     return own(request, error.status, lines, error.body(), cors, exchange, keep_alive)
 

@@ -21,6 +21,7 @@ ProxyError                      every error the proxy answers itself
 ├── FunctionAccessDenied        502 function_access_denied  (the Lambda API refused the identity)
 ├── FunctionThrottled           429 function_throttled      (TooManyRequestsException)
 ├── FunctionUnresolved          503 function_unresolved     (its URL not looked up yet)
+├── InvokeFailed                502 invoke_failed           (the Lambda API refused an Invoke)
 └── FunctionError               502 function_error          (the function failed, or its answer
                                                              cannot be made an HTTP answer)
 
@@ -39,6 +40,9 @@ ERROR_HEADER: Final = "X-Proxy-Error"
 class ProxyError(Exception):
     code: ClassVar[str] = "internal_error"
     status: ClassVar[int] = 500
+
+    # Retry-After, when the cause said when to try again (Lambda's throttling does).
+    retry_after: str | None = None
 
     def __init__(self, message: str, detail: str | None = None) -> None:
         super().__init__(message)
@@ -166,6 +170,11 @@ class FunctionThrottled(ProxyError):
 class FunctionUnresolved(ProxyError):
     code = "function_unresolved"
     status = 503
+
+
+class InvokeFailed(ProxyError):
+    code = "invoke_failed"
+    status = 502
 
 
 class FunctionError(ProxyError):

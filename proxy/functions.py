@@ -85,6 +85,8 @@ class Resolution:
     config: UrlConfig | None  # None: the function has no URL
     upstream: Upstream | None  # with a URL: the route as a URL route
     invoke: Invoke | None  # without one: through the Lambda API
+    # What the request path gets: `upstream`, or the Lambda API's Upstream carrying `invoke`.
+    routed: Upstream
 
 
 def lookup(
@@ -199,6 +201,7 @@ class FunctionRoute:
         self._first_attempt = asyncio.Event()
         self._pending: asyncio.Future[bool] | None = None
         self._last_attempt = -math.inf
+        self._looked_again = -math.inf  # look_again()'s last lookup
         # The start-up banner or a reload's news told where the route goes (announce()); a
         # failure told there, or by run(), is not told again, and its end is.
         self._announced = False
@@ -207,21 +210,25 @@ class FunctionRoute:
     # --- For the request path ----------------------------------------------------------------
 
     def routed(self) -> Upstream:
-        """The URL's upstream, or the ProxyError that says why there is none to forward to now.
-        Until the request path invokes functions through the Lambda API (issue #14), a function
-        without a URL is answered with FunctionUnresolved too."""
+        """The URL's upstream, or for a function without one the Lambda API's (its `invoke`
+        set); else the ProxyError that says why there is nothing to send to now."""
         resolution = self.resolution
         if resolution is None:
             raise self.error or FunctionUnresolved(
                 f"the URL of function {self.function!r} is still being looked up; retry shortly"
             )
-        if resolution.upstream is None:
-            raise FunctionUnresolved(
-                f"function {self.function!r} has no Function URL, and invoking it through the "
-                "Lambda API is not served by this version yet; give it a URL (aws lambda "
-                "create-function-url-config)"
-            )
-        return resolution.upstream
+        return resolution.routed
+
+    def look_again(self) -> None:
+        """The URL stopped answering (it cannot be reached, or its host answered 404): look it
+        up again in the background, unless that was done within AGAIN_AFTER seconds. Requests
+        go on to the URL in force until a lookup finds another (or none)."""
+        now = self._clock()
+        if now - self._looked_again >= AGAIN_AFTER and (
+            self._pending is None or self._pending.done()
+        ):
+            self._looked_again = now
+            self._pending = asyncio.ensure_future(self._resolve())
 
     async def resolved(self) -> Resolution:
         """The lookup's result, once the first lookup is over; its ProxyError if it failed."""
@@ -259,8 +266,11 @@ class FunctionRoute:
             endpoint, config = await asyncio.to_thread(
                 lookup, self.route, self.region, credentials, self.identity, self.ca_bundle
             )
+            before = self.resolution
             self.resolution = self._resolution(endpoint, config)
             self.error = None
+            if before is not None and before.config != config:  # looked up again: news
+                log.info("route %s -> %s", self.prefix, self.describe())
         except ProxyError as error:
             self.error = error
         except Exception as error:  # botocore raises many types; each means "not now"
@@ -276,13 +286,14 @@ class FunctionRoute:
             upstream = self._upstream(config.url)
             if config.auth_type == "NONE":
                 upstream = replace(upstream, unsigned=True)
-            return Resolution(endpoint, config, upstream, None)
-        streaming = self.route.invoke_mode == "RESPONSE_STREAM"
+            return Resolution(endpoint, config, upstream, None, upstream)
+        streaming = self._streams
         path = (STREAM_PATH if streaming else INVOKE_PATH).format(quote(self.function, safe=""))
         query = f"Qualifier={quote(self.route.qualifier, safe='')}" if self.route.qualifier else ""
         # The request's own path travels in the event (rawPath), not in the API's path.
-        invoke = Invoke(self._upstream(endpoint), path, query, streaming)
-        return Resolution(endpoint, None, None, invoke)
+        api = self._upstream(endpoint)
+        invoke = Invoke(api, path, query, streaming)
+        return Resolution(endpoint, None, None, invoke, replace(api, invoke=invoke))
 
     def _upstream(self, url: str) -> Upstream:
         """The route compiled as a URL route to `url`, knowing the function it came from."""
@@ -316,6 +327,12 @@ class FunctionRoute:
         return self.resolution is None and self.error is not None
 
     @property
+    def sends_to(self) -> Upstream | None:
+        """Where requests go now: the URL's upstream, or the Lambda API's; None before a
+        lookup succeeded."""
+        return self.resolution.routed if self.resolution is not None else None
+
+    @property
     def upstream(self) -> Upstream | None:
         """The URL's upstream, once found; None before, or for a function without one."""
         return self.resolution.upstream if self.resolution is not None else None
@@ -326,6 +343,10 @@ class FunctionRoute:
     def target(self) -> str:
         """Where the route goes, for tables and logs (as Upstream.target)."""
         return self.describe()
+
+    @property
+    def _streams(self) -> bool:
+        return self.route.invoke_mode == "RESPONSE_STREAM"
 
     @property
     def named(self) -> str:
@@ -341,9 +362,10 @@ class FunctionRoute:
                 return f"{self.named}: FAILED: {self.error.message}"
             return f"{self.named}: looking up its URL"
         if resolution.config is None:
+            operation = "InvokeWithResponseStream" if self._streams else "Invoke"
             return (
-                f"{self.named}: no Function URL (invoke through the Lambda API at "
-                f"{resolution.endpoint})"
+                f"{self.named}: no Function URL (invoked through the Lambda API at "
+                f"{resolution.endpoint}, {operation})"
             )
         config = resolution.config
         signing = "unsigned (AuthType NONE)" if config.auth_type == "NONE" else "AuthType AWS_IAM"

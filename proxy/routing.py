@@ -19,7 +19,7 @@ from proxy.settings import Route
 from proxy.target import canonical_path
 
 if TYPE_CHECKING:
-    from proxy.functions import FunctionRoute
+    from proxy.functions import FunctionRoute, Invoke
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +106,9 @@ class Upstream:
     # The route named a function and this is its URL: the lookup that found it, which can look
     # again when the URL stops answering (proxy/functions.py).
     function: FunctionRoute | None = None
+    # The route names a function without a URL: this is the Lambda API, and requests are
+    # invoked through it (proxy/invoke.py) rather than forwarded.
+    invoke: Invoke | None = None
 
     @classmethod
     def from_route(cls, route: Route, region: Resolved, identity: Identity) -> Upstream:

@@ -62,7 +62,7 @@ def _announce(app: web.Application, settings: Settings, address: str) -> None:
                 }
             },
         )
-        upstream = route.upstream if isinstance(route, FunctionRoute) else route
+        upstream = route.sends_to if isinstance(route, FunctionRoute) else route
         if upstream is not None and upstream.scheme == "http" and not is_loopback(upstream.host):
             log.warning(
                 "route %s sends signed requests, session tokens included, over plain http to "
@@ -70,8 +70,8 @@ def _announce(app: web.Application, settings: Settings, address: str) -> None:
                 upstream.prefix,
                 upstream.host,
             )
-    # A route that forwards now: not a function without a URL found (yet)
-    serving = [r for r in routes if not isinstance(r, FunctionRoute) or r.upstream is not None]
+    # A route that serves now: not a function whose lookup failed (or is not over)
+    serving = [r for r in routes if not isinstance(r, FunctionRoute) or r.sends_to is not None]
     example = (serving or routes)[0].prefix.rstrip("/") + "/"
     log.info("try: curl %s%s", address, example)
     if not is_loopback(settings.host) and not app[LIVE].state.access.gated:

@@ -13,7 +13,7 @@ import re
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -35,9 +35,11 @@ from pydantic_settings import (
     SettingsConfigDict,
     SettingsError,
 )
-from yarl import URL
 
 from proxy.target import canonical_path
+
+if TYPE_CHECKING:
+    from yarl import URL
 
 ENV_PREFIX: Final = "LAMBDA_URL_PROXY_"
 CONFIG_ENV: Final = f"{ENV_PREFIX}CONFIG"
@@ -160,6 +162,8 @@ class Route(IdentityOptions):
     def _check_url(cls, url: str | None) -> str | None:
         if url is None:
             return None
+        from yarl import URL  # here: `--help` builds this model but validates no route
+
         try:
             parsed = URL(url)
         except ValueError as error:

@@ -161,15 +161,17 @@ def sign_request(
 
 
 class AmzClock:
-    """x-amz-date for now, formatted once per second rather than once per request."""
+    """x-amz-date for now, formatted once per second rather than once per request; `shift`
+    seconds ahead of `clock` (AWS's clock, once proxy/skew.py has measured it off)."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
+        self.shift = 0.0
         self._second = -1
         self._text = ""
 
     def __call__(self) -> str:
-        second = int(self._clock())
+        second = int(self._clock() + self.shift)
         if second != self._second:
             self._second = second
             self._text = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))

@@ -34,7 +34,7 @@ def _indented(text: str) -> str:
 class Trace:
     """One request's debug lines, and the clock readings its timing line is made of."""
 
-    __slots__ = ("connected", "first_byte", "method", "path", "started", "upstream")
+    __slots__ = ("connected", "first_byte", "method", "own", "path", "started", "upstream")
 
     def __init__(self, method: str, path: str, upstream: Upstream) -> None:
         self.method = method
@@ -43,6 +43,7 @@ class Trace:
         self.started = time.perf_counter()
         self.connected: float | None = None
         self.first_byte: float | None = None
+        self.own = 0.0  # the time its own debug lines took since `started`
 
     def route(self, upstream_path: str, query: str, credentials: Credentials) -> None:
         upstream = self.upstream
@@ -69,6 +70,8 @@ class Trace:
                 }
             },
         )
+        # The timings count from here, when the request goes to the connection pool.
+        self.started = time.perf_counter()
 
     def signed(
         self,
@@ -78,6 +81,7 @@ class Trace:
         credentials: Credentials,
         timestamp: str,
     ) -> None:
+        begun = time.perf_counter()
         upstream = self.upstream
         token = credentials.token
         block, signed = proxy_headers(upstream.host_header, payload_hash, timestamp, token)
@@ -108,16 +112,16 @@ class Trace:
                 }
             },
         )
-        # The timings count from here, when the request goes to the connection pool: the lines
-        # above (and a retry's wait) are not the upstream's time.
-        self.started = time.perf_counter()
+        # Signed once connected: the later timings leave out the time these lines took.
+        self.own += time.perf_counter() - begun
 
     def done(self, status: int, outcome: str | None) -> None:
         now = time.perf_counter()
+        own = self.own
         timings = {
             "connect_ms": _ms(self.started, self.connected),
-            "first_byte_ms": _ms(self.started, self.first_byte),
-            "total_ms": _ms(self.started, now),
+            "first_byte_ms": _ms(self.started, self.first_byte and self.first_byte - own),
+            "total_ms": _ms(self.started, now - own),
         }
         shown = ", ".join(
             f"{name[:-3].replace('_', ' ')} {value:.1f} ms"

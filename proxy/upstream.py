@@ -27,6 +27,7 @@ import httptools
 
 from proxy.headers import holds_control_bytes
 from proxy.routing import HttpProxy, Origin, Upstream
+from proxy.skew import Clocks
 
 # The pool's keep-alive stays below AWS's idle timeout, so a connection AWS has closed is
 # rarely picked (aiohttp's pool used the same 30 s).
@@ -71,6 +72,7 @@ class Head:
     connection: bytes | None = None  # the Connection header's values, joined
     has_length: bool = False
     has_date: bool = False
+    date: bytes | None = None  # AWS's clock (proxy/skew.py)
     request_id: str | None = None
     error_type: str | None = None
 
@@ -204,6 +206,7 @@ class Wire(asyncio.Protocol):
                 head.has_length = True
             elif noted == _DATE:
                 head.has_date = True
+                head.date = value
             elif noted == _REQUEST_ID:
                 head.request_id = _text(value)
             elif noted == _ERROR_TYPE:
@@ -256,6 +259,16 @@ class Wire(asyncio.Protocol):
             await self._wait()
         return self._head
 
+    async def ask(self, head: bytes, body: bytes, skip_body: bool = False) -> Head:
+        """send(), then the answer's head as head() gives it, in one coroutine: the request
+        path's common case, where a frame more costs every request its wake-up."""
+        self.send(head, body, skip_body)
+        while self._head is None:
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+        return self._head
+
     def take(self) -> list[bytes]:
         """The parts of the body that have arrived (none yet: []), handed over without a copy;
         raises if the answer broke."""
@@ -271,10 +284,26 @@ class Wire(asyncio.Protocol):
             self.transport.resume_reading()
         return parts
 
+    @property
+    def unread(self) -> bool:
+        """Part of the body is still waiting to be taken: the request gave up (its task was
+        cancelled) after the answer had come whole. Reused, the connection would hand those
+        bytes to the next request as the start of its own answer."""
+        return bool(self._chunks)
+
     def read_nowait(self) -> bytes:
         """All of the body that has arrived, as one piece (a whole answer's)."""
         parts = self.take()
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def whole(self, limit: int) -> bytes | None:
+        """The whole body once it has arrived, left in place for take(); None if it grows past
+        `limit` or the answer broke (a refusal's body, read before deciding what to do)."""
+        while not self.done:
+            if self.error is not None or self._buffered > limit:
+                return None
+            await self._wait()
+        return b"".join(self._chunks)
 
     async def more(self) -> list[bytes]:
         """The next parts of the body, [] at its end; raises if the answer broke."""
@@ -346,13 +375,13 @@ class Wire(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def _wait(self) -> None:
+    def _wait(self) -> asyncio.Future[None]:
+        """The future the parser's callbacks resolve (_wake), awaited where it is asked for: a
+        coroutine here would be one frame more on every request's wake-up. A future left by a
+        cancelled wait is done, so _wake passes it by."""
         waiter = self.loop.create_future()
         self._waiter = waiter
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+        return waiter
 
 
 class UpstreamClient:
@@ -363,6 +392,7 @@ class UpstreamClient:
         self.ssl = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
         self._idle: dict[Origin, list[Wire]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self.clocks = Clocks()  # what each origin's answers say of AWS's clock
         # For proxy/forward.py, decided once: the log level belongs to the process (a reload
         # asks for a restart), and at info level no request computes anything for debug lines.
         self.debug = logging.getLogger("proxy.trace").isEnabledFor(logging.DEBUG)
@@ -382,9 +412,10 @@ class UpstreamClient:
         return None
 
     def release(self, wire: Wire) -> None:
-        """The answer is all read: the connection waits for the next request, unless it may
-        not carry one (the upstream said close, the body ended with the connection)."""
-        if not wire.reusable or wire.closed:
+        """The answer is done with: the connection waits for the next request, unless it may
+        not carry one (the upstream said close, the body ended with the connection, the answer
+        was not all read)."""
+        if not wire.reusable or wire.closed or wire.unread:
             wire.close()
             return
         # The wire's loop: asyncio.get_running_loop() makes a getpid() system call on 3.11.

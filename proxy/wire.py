@@ -36,16 +36,21 @@ def request_head(
     lines, the body's framing. `path` and `query` are canonical (proxy/target.py): what is
     signed is what is sent. Through an HTTP proxy to a plain-http upstream, the target is the
     absolute URL and the proxy's credentials go along (Upstream.target_prefix)."""
-    signed = sign_request(
-        method,
-        upstream.host_header,
-        path,
-        query,
-        payload_hash,
-        credentials,
-        upstream.region,
-        upstream.service,
-        timestamp,
+    # A function's URL with AuthType NONE answers anyone: neither signature nor token goes.
+    signed = (
+        ""
+        if upstream.unsigned
+        else sign_request(
+            method,
+            upstream.host_header,
+            path,
+            query,
+            payload_hash,
+            credentials,
+            upstream.region,
+            upstream.service,
+            timestamp,
+        )
     )
     target = upstream.target_prefix + (f"{path}?{query}" if query else path)
     framing = f"Content-Length: {body_length}\r\n" if body_length or method not in BODILESS else ""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         }:
             monkeypatch.delenv(key)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # STS GetCallerIdentity (an AccessDenied's explanation) asks a closed port, never AWS.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:9")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
 
@@ -188,6 +191,17 @@ def spawn_proxy() -> Iterator[Any]:
             running.process.wait()
 
 
+@pytest.fixture
+def processes() -> Iterator[list[ProxyProcess]]:
+    """The proxy processes a test started itself (with `spawn`): killed if still running."""
+    started: list[ProxyProcess] = []
+    yield started
+    for process in started:
+        if process.process.poll() is None:
+            process.process.kill()
+            process.process.wait()
+
+
 @pytest_asyncio.fixture
 async def started(fake: FakeFunctionUrl, spawn_proxy: Any) -> AsyncIterator[Any]:
     """started(*flags): the installed command in front of the fake, on a free port."""
@@ -233,3 +247,13 @@ def threaded_stack(aws_keys: None) -> Iterator[Stack]:
 
 
 PYTHON = sys.executable
+
+
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections and that nothing else can take while the test
+    runs: bound, never listening. (A port found free and let go may become the proxy's own.)"""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        yield port

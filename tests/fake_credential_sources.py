@@ -69,13 +69,16 @@ class KeyIssuer:
 
 
 class FakeSts(FakeFunctionUrl):
-    """STS AssumeRole (query protocol). `trust[role_arn]` lists the access keys that may
-    assume the role; anything else is AccessDenied, worded as AWS words it."""
+    """STS AssumeRole and GetCallerIdentity (query protocol). `trust[role_arn]` lists the access
+    keys that may assume the role; anything else is AccessDenied, worded as AWS words it.
+    `callers[access_key]` is the ARN GetCallerIdentity gives (CALLER_ARN by default)."""
 
     def __init__(self, function_url: FakeFunctionUrl, lifetime: float = 3600.0) -> None:
         super().__init__(region="us-east-1", service="sts")
         self.issuer = KeyIssuer(function_url, "STS", lifetime)
         self.trust: dict[str, set[str]] = {}
+        self.callers: dict[str, str] = {}
+        self.whoami_calls = 0
 
     @property
     def issued(self) -> list[Issued]:
@@ -83,6 +86,9 @@ class FakeSts(FakeFunctionUrl):
 
     async def _invoke(self, request: web.Request, body: bytes, access_key: str) -> web.Response:
         form = {name: values[0] for name, values in parse_qs(body.decode()).items()}
+        if form.get("Action") == "GetCallerIdentity":
+            self.whoami_calls += 1
+            return _caller_identity(self.callers.get(access_key, CALLER_ARN))
         if form.get("Action") != "AssumeRole":
             return _sts_error(400, "InvalidAction", f"unsupported action {form.get('Action')}")
         role_arn = form["RoleArn"]
@@ -117,6 +123,19 @@ class FakeSts(FakeFunctionUrl):
   <ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId></ResponseMetadata>
 </AssumeRoleResponse>"""
         return web.Response(text=xml, content_type="text/xml")
+
+
+def _caller_identity(arn: str) -> web.Response:
+    account = arn.split(":")[4]
+    xml = f"""<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <GetCallerIdentityResult>
+    <Arn>{escape(arn)}</Arn>
+    <UserId>AIDAFAKEUSERID</UserId>
+    <Account>{account}</Account>
+  </GetCallerIdentityResult>
+  <ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId></ResponseMetadata>
+</GetCallerIdentityResponse>"""
+    return web.Response(text=xml, content_type="text/xml")
 
 
 def _sts_error(status: int, code: str, message: str) -> web.Response:

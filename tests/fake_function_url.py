@@ -5,7 +5,11 @@ recomputes each SigV4 signature with awscrt, AWS's own C signer, so that a mista
 proxy and botocore cannot make the proxy's tests pass.
 
 Run it alone: python tests/fake_function_url.py --port 0 --key AKID:SECRET[:TOKEN]
-(--host ADDRESS: another address than 127.0.0.1, such as a test's own docker bridge gateway)
+(--host ADDRESS: another address than 127.0.0.1, such as a test's own docker bridge gateway;
+--clock-offset SECONDS: AWS's clock that far ahead of this machine's, or behind if negative)
+
+Its clock (`clock=`) is AWS's: the signature's time is checked against it and every answer's
+`Date` tells it, as AWS's do.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from email.utils import formatdate
 from typing import TYPE_CHECKING, Final, NamedTuple, Self
 from urllib.parse import parse_qs, unquote
 
@@ -69,6 +74,14 @@ FORBIDDEN: Final = (
     " https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html"
 )
 INVALID_TOKEN: Final = "The security token included in the request is invalid."
+# What a Function URL answers when its function failed or timed out (502, text/plain), and the
+# Lambda API's documented TooManyRequestsException for a function out of reserved concurrency.
+FUNCTION_FAILED: Final = "Internal Server Error"
+THROTTLED: Final = {
+    "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
+    "Type": "User",
+    "message": "Rate Exceeded.",
+}
 EXPIRED_TOKEN: Final = "The security token included in the request is expired"
 
 _AUTHORIZATION: Final = re.compile(
@@ -206,6 +219,8 @@ class FakeFunctionUrl:
         self.region = region
         self.service = service
         self.payload_hash_required = service == "lambda"
+        # "NONE": a Function URL with AuthType NONE, which answers anyone and checks nothing.
+        self.auth_type = "AWS_IAM"
         self.keys: dict[str, KeyRecord] = {}
         self.received: list[ReceivedRequest] = []
         self.stream_cancelled = 0
@@ -238,6 +253,7 @@ class FakeFunctionUrl:
         # [\s\S]*, not .*: a path whose decoded form holds a newline must reach us, to be recorded.
         app.router.add_route("*", r"/{path:[\s\S]*}", self._handle)
         app.on_response_prepare.append(_add_request_id)
+        app.on_response_prepare.append(self._add_date)
         # handler_cancellation: a peer hanging up cancels the handler at once, so a cut stream is
         # counted even while it sleeps. shutdown_timeout: stop() does not wait on slow streams.
         # auto_decompress off: AWS hashes the body bytes as sent, whatever Content-Encoding says.
@@ -260,6 +276,10 @@ class FakeFunctionUrl:
             self._stopping = True
             await self._runner.cleanup()
             self._runner = None
+
+    async def _add_date(self, request: web.Request, response: web.StreamResponse) -> None:
+        # AWS's clock, not this machine's (aiohttp only sets Date where none is).
+        response.headers["Date"] = formatdate(self._clock(), usegmt=True)
 
     async def wait_stream_cancelled(self, count: int = 1) -> None:
         """Wait until `count` slow streams were cut off by their peer; bound it with a timeout."""
@@ -284,7 +304,11 @@ class FakeFunctionUrl:
                     " InvokeFunction operation",
                     413,
                 )
-            access_key = self._verify(request.method, request.raw_path, request.headers, body)
+            access_key = (
+                ""
+                if self.auth_type == "NONE"
+                else self._verify(request.method, request.raw_path, request.headers, body)
+            )
         except AwsError as error:
             log.info("%s %s -> %s: %s", request.method, request.raw_path, error.error_type, error)
             self.received.append(replace(record, verified=False, error_type=error.error_type))
@@ -434,6 +458,10 @@ class FakeFunctionUrl:
                 return _json({"cors": "function"}, 200, FUNCTION_CORS_HEADERS)
             case ["status", code] if code.isdigit() and 200 <= int(code) <= 599:
                 return _status(int(code))
+            case ["fail"]:
+                return web.Response(status=502, text=FUNCTION_FAILED)
+            case ["throttle"]:
+                return _json(THROTTLED, 429, [("x-amzn-ErrorType", "TooManyRequestsException")])
             case ["redirect"]:
                 return web.Response(status=302, headers={"Location": REDIRECT_LOCATION})
             case ["slow-headers", seconds] if _is_number(seconds):
@@ -631,6 +659,13 @@ def standalone_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument(
+        "--clock-offset",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="AWS's clock this far ahead of this machine's (behind: negative)",
+    )
+    parser.add_argument(
         "--key", type=parse_key, action="append", default=[], metavar="AKID:SECRET[:TOKEN]"
     )
     return parser
@@ -641,7 +676,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO)
 
     def make() -> FakeFunctionUrl:
-        fake = FakeFunctionUrl(region=args.region)
+        offset = args.clock_offset
+        fake = FakeFunctionUrl(region=args.region, clock=lambda: time.time() + offset)
         fake.keys.update(dict(args.key))
         return fake
 

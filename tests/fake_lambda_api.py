@@ -194,6 +194,7 @@ class FakeLambdaApi(FakeFunctionUrl):
         self.calls: list[Call] = []
         self.denied: dict[str, set[str]] = {}  # access key -> IAM actions refused
         self.throttled: dict[str, int] = {}  # operation -> how many more calls get 429
+        self.failures: dict[str, list[ApiError]] = {}  # operation -> the next calls' answers
 
     def add_function(
         self,
@@ -209,6 +210,10 @@ class FakeLambdaApi(FakeFunctionUrl):
 
     def deny(self, access_key: str, action: str) -> None:
         self.denied.setdefault(access_key, set()).add(action)
+
+    def fail(self, operation: str, error: ApiError) -> None:
+        """The next call of `operation` (past IAM and throttling) is answered with `error`."""
+        self.failures.setdefault(operation, []).append(error)
 
     def throttle(self, operation: str, times: int = 1) -> None:
         self.throttled[operation] = self.throttled.get(operation, 0) + times
@@ -280,6 +285,8 @@ class FakeLambdaApi(FakeFunctionUrl):
                 {"Reason": reason, "Type": "User", "message": RATE_EXCEEDED},
                 [("Retry-After", "1")],
             )
+        if self.failures.get(operation):
+            raise self.failures[operation].pop(0)
         if function is None or (
             qualifier not in (None, "$LATEST") and qualifier not in function.aliases
         ):

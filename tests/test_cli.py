@@ -129,6 +129,47 @@ def test_help_and_check_load_no_aiohttp(args: list[str]) -> None:
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr
 
 
+# What made `--help` slow (0.34 s, issue 16): none of it is needed to print the flags.
+NOT_FOR_HELP = {
+    "aiohttp", "asyncio", "botocore", "httptools", "pydantic", "pydantic_core",
+    "pydantic_settings", "uvloop", "yarl",
+}  # fmt: skip
+
+
+def test_help_loads_neither_pydantic_nor_aiohttp_nor_botocore(tmp_path: Path) -> None:
+    """The installed `lambda-url-proxy --help` prints the flags from the flag table
+    (proxy/flags.py). An import check, not a timing: the bench times it (`--parts startup`)."""
+    command = Path(sys.executable).parent / "lambda-url-proxy"
+    result = subprocess.run(
+        [str(command), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPROFILEIMPORTTIME": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--route PREFIX=URL|function:NAME" in result.stdout
+    assert "LAMBDA_URL_PROXY_MAX_BODY_SIZE" in result.stdout
+    loaded = {
+        line.rpartition("|")[2].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "argparse" in loaded  # the import log was read
+    assert not loaded & NOT_FOR_HELP, sorted(loaded & NOT_FOR_HELP)
+
+
+def test_the_flag_table_is_made_from_the_settings_model() -> None:
+    from proxy._flags import FLAGS
+    from proxy.flags import table
+
+    assert table() == FLAGS, (
+        "proxy/_flags.py, which --help reads, no longer matches the Settings model: "
+        "run `python -m proxy.flags` and commit the result"
+    )
+
+
 def test_config_example_starts(tmp_path: Path) -> None:
     config = Path(__file__).resolve().parent.parent / "config" / "lambda-url-proxy.toml"
     proxy = spawn(["lambda-url-proxy", "--config", str(config), "--port", "0"], KEYS)

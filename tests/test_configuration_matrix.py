@@ -75,6 +75,8 @@ class Home:
             "PATH": os.environ["PATH"],
             "HOME": str(self.path),
             "AWS_EC2_METADATA_DISABLED": "true",
+            # STS GetCallerIdentity (check, an AccessDenied's explanation): a closed local port
+            "AWS_ENDPOINT_URL_STS": "http://127.0.0.1:9",
             **variables,
         }
 
@@ -100,16 +102,6 @@ async def fakes() -> AsyncIterator[dict[str, FakeFunctionUrl]]:
     finally:
         for fake in started.values():
             await fake.stop()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ProxyProcess]]:
-    started: list[ProxyProcess] = []
-    yield started
-    for process in started:
-        if process.process.poll() is None:
-            process.process.kill()
-            process.process.wait()
 
 
 async def serve(

@@ -134,7 +134,8 @@ async def test_a_slow_refresh_never_blocks_the_event_loop(
     issued = fake.keys.issued()
     assert len(issued) >= 2  # a refresh did run while the stream flowed (about 5 s)
     gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
-    assert max(gaps) < 0.1, f"the stream stalled for {max(gaps):.3f} s"
+    # A refresh on the loop would stall it for its whole 2 s; a busy machine stalls it for less.
+    assert max(gaps) < 1.0, f"the stream stalled for {max(gaps):.3f} s"
 
 
 async def test_static_credentials_are_resolved_once(

@@ -8,6 +8,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import AKID, SECRET, spawn
 from tests.fake_function_url import FakeFunctionUrl
 
@@ -36,6 +38,7 @@ async def hang_up_mid_stream(port: int) -> None:
     writer.transport.abort()  # ...and the client is gone
 
 
+@pytest.mark.timeout(300)  # 17 s on a quiet machine; over 120 s with the machine's 2 cores full
 async def test_ten_thousand_disconnects_leak_nothing(fake: FakeFunctionUrl) -> None:
     proxy = await asyncio.to_thread(
         spawn,

@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import re
-import socket
 from typing import Any
 
 import pytest
@@ -14,7 +13,14 @@ from yarl import URL
 
 from proxy import errors
 from proxy.settings import MiB
-from tests.conftest import ROOT, RunningProxy, raw_response, route, running_proxy
+from tests.conftest import (
+    ROOT,
+    RunningProxy,
+    raw_response,
+    refusing_port,
+    route,
+    running_proxy,
+)
 from tests.fake_function_url import FakeFunctionUrl
 
 
@@ -122,18 +128,12 @@ async def test_upstream_timeout(fake: FakeFunctionUrl, aws_keys: None) -> None:
     assert "0.3 s" in message
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_upstream_unreachable(aws_keys: None) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
-    async with running_proxy(routes=[route("/fn", dead)]) as proxy:
-        async with proxy.client.get(proxy.url + "/fn/x") as response:
-            message = await proxy_error(response, 502, "upstream_unreachable")
+    with refusing_port() as port:
+        dead = f"http://127.0.0.1:{port}"
+        async with running_proxy(routes=[route("/fn", dead)]) as proxy:
+            async with proxy.client.get(proxy.url + "/fn/x") as response:
+                message = await proxy_error(response, 502, "upstream_unreachable")
     assert dead in message and "cannot connect" in message
 
 

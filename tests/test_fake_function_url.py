@@ -13,8 +13,11 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 import aiohttp
 import pytest
@@ -26,11 +29,13 @@ from yarl import URL
 
 from tests.fake_function_url import (
     FORBIDDEN,
+    FUNCTION_FAILED,
     GZIP_BODY,
     MAX_REQUEST_BODY,
     REDIRECT_LOCATION,
     SET_COOKIES,
     SIGNATURE_MISMATCH,
+    THROTTLED,
     FakeFunctionUrl,
     KeyRecord,
     crt_signature,
@@ -336,6 +341,32 @@ async def test_x_amz_date_over_five_minutes_off_is_rejected(
 
     assert_aws_error(reply, 403, "InvalidSignatureException")
     assert reply.json()["message"].startswith(message)
+
+
+@pytest.mark.parametrize("offset", [600.0, -600.0])
+async def test_every_answer_tells_the_fakes_clock_in_date(
+    session: aiohttp.ClientSession, offset: float
+) -> None:
+    async with running(clock=lambda: time.time() + offset) as fake:
+        refused = await call(session, fake, "/")  # signed by botocore, by this machine's clock
+        aws_now = datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=offset)
+        with mock.patch("botocore.auth.get_current_datetime", return_value=aws_now):
+            signed_by_its_clock = sign("GET", fake.url + "/")  # botocore, by AWS's clock
+        accepted = await send(session, "GET", fake.url + "/", signed_by_its_clock)
+    for reply in (refused, accepted):
+        told = parsedate_to_datetime(reply.headers["Date"]).timestamp()
+        assert abs(told - (time.time() + offset)) < 5
+    assert (refused.status, accepted.status) == (403, 200)
+
+
+async def test_throttling_and_a_failed_function_answer_as_lambda_does(
+    fake: FakeFunctionUrl, session: aiohttp.ClientSession
+) -> None:
+    throttled = await call(session, fake, "/throttle")
+    assert_aws_error(throttled, 429, "TooManyRequestsException")
+    assert throttled.json() == THROTTLED
+    failed = await call(session, fake, "/fail")
+    assert (failed.status, failed.body) == (502, FUNCTION_FAILED.encode())
 
 
 @pytest.mark.parametrize(

@@ -241,7 +241,8 @@ async def test_no_url_is_no_error_the_route_invokes_through_the_api(
     )
     assert invoke.upstream.identity is function.identity
     assert function.describe() == (
-        f"function my-fn: no Function URL (invoke through the Lambda API at {lambda_api.url})"
+        f"function my-fn: no Function URL (invoked through the Lambda API at {lambda_api.url}, "
+        "Invoke)"
     )
     assert function.status()["via"] == "lambda_api"
 
@@ -286,16 +287,18 @@ async def test_a_version_has_no_url_so_none_is_asked_for(
     assert lambda_api.calls == []
 
 
-async def test_until_the_request_path_invokes_a_function_without_url_is_answered_503(
+async def test_a_function_without_url_routes_to_the_lambda_api_with_its_invoke(
     lambda_api: FakeLambdaApi, aws_keys: None
 ) -> None:
     lambda_api.add_function("my-fn")
     function = await resolved()
 
-    with pytest.raises(FunctionUnresolved, match="has no Function URL") as raised:
-        function.routed()
+    routed = function.routed()
 
-    assert raised.value.status == 503
+    assert function.resolution is not None
+    assert routed.invoke is function.resolution.invoke and routed.invoke is not None
+    assert (routed.url, routed.prefix) == (routed.invoke.upstream.url, function.prefix)
+    assert routed.function is function
 
 
 # --- Failures, in the proxy's shape ------------------------------------------------------------
@@ -594,12 +597,12 @@ def test_json_of_the_routes_table_is_plain(lambda_api: FakeLambdaApi) -> None:
     assert function.status()["via"] is None
 
 
-async def test_the_invoke_path_is_not_called_yet(lambda_api: FakeLambdaApi, aws_keys: None) -> None:
-    """Phase 1 builds the invoke plan; no request reaches Invoke until the request path
-    uses it."""
+async def test_a_request_to_a_function_without_url_invokes_it(
+    lambda_api: FakeLambdaApi, aws_keys: None
+) -> None:
     lambda_api.add_function("my-fn")
     routes = [{"prefix": "/users", "function": "my-fn", "region": "us-east-1"}]
     async with running_proxy(routes=routes) as running:
         async with running.client.get(running.url + "/users/1") as answer:
-            assert answer.status == 503
-    assert not [c for c in lambda_api.calls if c.operation == INVOKE]
+            assert answer.status == 200
+    assert [c.event["rawPath"] for c in lambda_api.calls if c.operation == INVOKE] == ["/1"]

@@ -80,8 +80,8 @@ async def test_the_banner_shows_each_function_and_what_was_found(
         f"RESPONSE_STREAM) {identity}"
     ) in b
     assert (
-        "INFO    route /c -> function bare: no Function URL (invoke through the Lambda API at "
-        f"{lambda_api.url}) {identity}"
+        "INFO    route /c -> function bare: no Function URL (invoked through the Lambda API at "
+        f"{lambda_api.url}, InvokeWithResponseStream) {identity}"
     ) in c
     assert (
         "ERROR   route /0 -> function nope: FAILED: function 'nope' does not exist at "
@@ -102,13 +102,15 @@ async def test_requests_to_functions_by_name(
         async with client.get(process.url + "/0/42") as answer:
             missing = (answer.status, answer.headers["X-Proxy-Error"], await answer.json())
         async with client.get(process.url + "/c/42") as answer:
-            bare = (answer.status, answer.headers["X-Proxy-Error"])
+            # A handler that does not stream, invoked with InvokeWithResponseStream: its JSON.
+            result = json.loads(await answer.read())
+            bare = (answer.status, json.loads(result["body"])["rawPath"])
 
     assert found[0] == 200 and found[1]["raw_path"] == "/42?x=1"  # the URL's, signed
     assert fake.received[-1].verified
     assert missing[:2] == (502, "function_not_found")
     assert missing[2]["message"].startswith("function 'nope' does not exist")
-    assert bare == (503, "function_unresolved")
+    assert bare == (200, "/42")  # no URL: invoked, streaming (tests/test_invoke_command.py)
 
 
 async def test_json_logs_carry_the_function_fields(
@@ -162,6 +164,12 @@ async def test_check_passes_when_every_function_is_found(lambda_api: FakeLambdaA
 
     assert result.returncode == 0, result
     assert "FAILED" not in result.stdout
+    # AWS's clock from one unsigned request to each host, but never to a URL anyone may call:
+    # it would run the function (issue #13).
+    clocks = {line.split()[0]: line for line in result.stdout.splitlines() if " clock: " in line}
+    assert "not measured: the function's URL has AuthType NONE" in clocks["/b"]
+    assert "AWS's clock is within 1 s of this machine's" in clocks["/a"]
+    assert "AWS's clock is within 1 s of this machine's" in clocks["/c"]  # the Lambda API
 
 
 @pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL"])

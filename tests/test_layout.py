@@ -70,7 +70,9 @@ def test_the_signed_head_is_built_without_io() -> None:
     }, imported
 
 
-@pytest.mark.parametrize("function", [app.handle, forward.forward], ids=["handle", "forward"])
+@pytest.mark.parametrize(
+    "function", [app.handle, app._serve, forward.forward], ids=["handle", "_serve", "forward"]
+)
 def test_the_request_path_reads_top_to_bottom(function: Callable[..., Any]) -> None:
     lines = inspect.getsource(function).splitlines()
     assert len(lines) < 40, f"{len(lines)} lines"

@@ -36,22 +36,36 @@ async def test_large_chunked_stream_is_byte_exact(proxy: RunningProxy) -> None:
         assert await response.read() == expected_bytes(n)
 
 
-@pytest.mark.parametrize("version", ["1.1", "1.0"])
-async def test_the_last_part_is_written_when_the_connection_ends_with_it(
-    proxy: RunningProxy, version: str
+@pytest.mark.parametrize("connection", ["close", "keep-alive"])
+async def test_a_stream_ends_with_its_last_chunk_whatever_the_connection(
+    proxy: RunningProxy, connection: str
 ) -> None:
-    """A client that says `Connection: close` (as every HTTP/1.0 one does) gets the whole
-    body of an answer that streamed in: the last part was once dropped with the connection."""
-    port = int(proxy.url.rsplit(":", 1)[1])
-    request = f"GET /fn/slow-stream/3/0.05 HTTP/{version}\r\nHost: 127.0.0.1\r\n"
-    answer = await raw_exchange(port, f"{request}Connection: close\r\n\r\n".encode())
+    """The last part and the terminating chunk go out together, also when the client asked
+    for the connection to close after the answer (urllib, curl --no-keepalive, a pod's app)."""
+    host, port = proxy.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    target = "/fn/slow-stream/3/0.05"
+    writer.write(
+        f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: {connection}\r\n\r\n".encode()
+    )
+    try:
+        answer = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 10)
+    finally:
+        writer.close()
     head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(f"HTTP/{version} 200".encode())
-    if version == "1.1":
-        assert b"\r\nConnection: close\r\n" in head + b"\r\n"
-        assert body == b"5\r\ntick\n\r\n" * 3 + b"0\r\n\r\n"
-    else:  # no chunked coding for HTTP/1.0: the end of the connection ends the body
-        assert body == b"tick\n" * 3
+    assert b"Transfer-Encoding: chunked" in head
+    assert body == b"5\r\ntick\n\r\n" * 3 + b"0\r\n\r\n"
+
+
+async def test_an_http_1_0_stream_ends_with_the_connection(proxy: RunningProxy) -> None:
+    """An HTTP/1.0 client gets the whole body of an answer that streamed in, without chunked
+    coding (the end of the connection ends the body): the last part was once dropped with it."""
+    port = int(proxy.url.rsplit(":", 1)[1])
+    request = b"GET /fn/slow-stream/3/0.05 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    answer = await raw_exchange(port, request)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200")
+    assert body == b"tick\n" * 3
 
 
 async def test_content_length_is_kept(proxy: RunningProxy) -> None:

@@ -114,7 +114,7 @@ async def test_upstream_403_is_explained_in_the_log(
             assert response.status == 403
     signature, permission = [r for r in caplog.records if r.name == "proxy.access"][-2:]
     assert "InvalidSignatureException" in signature.getMessage()
-    assert "signature" in signature.getMessage() and "clock" in signature.getMessage()
+    assert "signature" in signature.getMessage() and "secret key" in signature.getMessage()
     assert "AccessDeniedException" in permission.getMessage()
     assert "lambda:InvokeFunctionUrl" in permission.getMessage()
     assert "lambda:InvokeFunction " in permission.getMessage()

@@ -73,7 +73,8 @@ async def test_debug_shows_the_proxys_decisions_and_no_secret(
         assert {line["logger"].split(".")[0] for line in lines} == {"proxy"}, output
         events = {line.get("event"): line for line in lines}
         assert events["upstream_timings"]["status"] == 200
-        assert events["upstream_timings"]["total_ms"] >= events["upstream_timings"]["connect_ms"]
+        timings = events["upstream_timings"]
+        assert 0 <= timings["connect_ms"] <= timings["first_byte_ms"] <= timings["total_ms"]
         shows_what_was_signed(events["signed"], seen)
 
 

@@ -223,6 +223,38 @@ async def test_a_pooled_connection_the_upstream_closed_is_not_reused(aws_keys: N
     assert upstream.connections == 3
 
 
+async def test_a_connection_whose_answer_was_not_all_read_is_not_pooled(aws_keys: None) -> None:
+    """A request given up (its task cancelled: the client left, a shutdown) after its answer
+    came whole but before it was read: back in the pool, the connection would hand that body
+    to the next request as the start of its own answer (wrk saw it as broken connections)."""
+    from proxy.aws_config import Resolved
+    from proxy.credentials import Identity
+    from proxy.routing import Upstream
+    from proxy.settings import Route
+    from proxy.upstream import UpstreamClient
+
+    async with scripted(ok(b"the first answer")) as server:
+        url = f"http://127.0.0.1:{server.port}"
+        upstream = Upstream.from_route(
+            Route(prefix="/fn", url=url), Resolved("us-east-1", "test"), Identity()
+        )
+        client = UpstreamClient(None)
+        try:
+            wire = await client.connect(upstream)
+            wire.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"")
+            await asyncio.wait_for(wire.head(), 5)
+            for _ in range(500):  # the body came in the head's packet; at most 5 s
+                if wire.done:
+                    break
+                await asyncio.sleep(0.01)
+            assert wire.done  # and none of its body taken
+            client.release(wire)  # what forward() does when its task is cancelled here
+            assert client.pooled(upstream) is None
+            assert wire.transport is not None and wire.transport.is_closing()
+        finally:
+            await client.close()
+
+
 async def test_a_malformed_answer_is_a_502_that_says_so(aws_keys: None) -> None:
     async def answer(writer: asyncio.StreamWriter, _: int) -> None:
         writer.write(b"this is not HTTP\r\n\r\n")

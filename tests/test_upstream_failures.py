@@ -11,7 +11,7 @@ import pytest
 from aiohttp import ClientPayloadError
 
 from proxy.logs import upstream_hint
-from tests.conftest import AKID, SECRET, route, running_proxy
+from tests.conftest import AKID, SECRET, refusing_port, route, running_proxy
 from tests.fake_function_url import FakeFunctionUrl, KeyRecord
 
 
@@ -65,9 +65,10 @@ async def test_idempotent_request_is_retried_once_when_the_connection_was_refuse
 
 
 async def test_post_is_never_retried(aws_keys: None, retries: RetryWatcher) -> None:
-    async with running_proxy(routes=[route("/fn", f"http://127.0.0.1:{free_port()}")]) as proxy:
-        async with proxy.client.post(proxy.url + "/fn/x", data=b"once") as response:
-            assert response.status == 502
+    with refusing_port() as port:
+        async with running_proxy(routes=[route("/fn", f"http://127.0.0.1:{port}")]) as proxy:
+            async with proxy.client.post(proxy.url + "/fn/x", data=b"once") as response:
+                assert response.status == 502
     assert retries.count == 0
 
 
