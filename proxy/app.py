@@ -393,6 +393,8 @@ async def _publish_metrics(app: web.Application) -> AsyncIterator[None]:
 
 async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
     app[CLIENT] = client = UpstreamClient(app[LIVE].state.ca_bundle)
+    if (metrics := app[LIVE].metrics) is not None:
+        metrics.upstream = client  # its retries and clocks, read at each scrape
     yield
     await client.close()
 

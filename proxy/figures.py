@@ -60,8 +60,6 @@ class Figures:
         self.errors: dict[tuple[str, str], int] = {}
         self.expiry: dict[str, float] = {}  # by identity: when its credentials expire
         self.refresh_failures: dict[str, int] = {}
-        self.retries: dict[str, int] = {}  # by reason
-        self.clock_offset: float | None = None
 
     def record(self, exchange: Exchange, seconds: float) -> None:
         """Count one request, from its access record."""
@@ -90,7 +88,7 @@ class Figures:
             self.expiry.pop(name, None)
 
     def totals(self, in_flight: int) -> Totals:
-        totals = Totals(in_flight=in_flight, clock_offset=self.clock_offset)
+        totals = Totals(in_flight=in_flight)
         for prefix, route in self.routes.items():
             for (method, status), count in route.requests.items():
                 label = (
@@ -106,8 +104,7 @@ class Figures:
         totals.errors = dict(self.errors)
         totals.expiry = dict(self.expiry)
         totals.refresh_failures = dict(self.refresh_failures)
-        totals.retries = dict(self.retries)
-        return totals
+        return totals  # retries and clock offsets: the upstream client's (proxy/metrics.py)
 
 
 @dataclass
@@ -123,8 +120,8 @@ class Totals:
     in_flight: int = 0
     expiry: dict[str, float] = field(default_factory=dict)
     refresh_failures: dict[str, int] = field(default_factory=dict)
-    retries: dict[str, int] = field(default_factory=dict)
-    clock_offset: float | None = None
+    retries: dict[str, int] = field(default_factory=dict)  # by reason
+    clock_offsets: dict[str, float] = field(default_factory=dict)  # by upstream host
 
     def add(self, other: Totals) -> None:
         """Another process's figures: counts summed, the earliest expiry, the largest offset."""
@@ -141,9 +138,8 @@ class Totals:
         self.in_flight += other.in_flight
         for name, expires_at in other.expiry.items():
             self.expiry[name] = min(expires_at, self.expiry.get(name, expires_at))
-        if other.clock_offset is not None:
-            offsets = [o for o in (self.clock_offset, other.clock_offset) if o is not None]
-            self.clock_offset = max(offsets, key=abs)
+        for host, offset in other.clock_offsets.items():
+            self.clock_offsets[host] = max(offset, self.clock_offsets.get(host, offset), key=abs)
 
     def to_json(self) -> dict[str, Any]:
         """For another process (json.dumps): tuple keys as lists."""
@@ -158,7 +154,7 @@ class Totals:
             "expiry": self.expiry,
             "refresh_failures": self.refresh_failures,
             "retries": self.retries,
-            "clock_offset": self.clock_offset,
+            "clock_offsets": self.clock_offsets,
         }
 
     @classmethod
@@ -174,7 +170,7 @@ class Totals:
             expiry=data["expiry"],
             refresh_failures=data["refresh_failures"],
             retries=data["retries"],
-            clock_offset=data["clock_offset"],
+            clock_offsets=data["clock_offsets"],
         )
 
 

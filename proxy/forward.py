@@ -155,6 +155,7 @@ async def _connect(client: UpstreamClient, upstream: Upstream, method: str, path
             upstream.url,
             _cause(error),
         )
+    client.retried("connect")
     await asyncio.sleep(RETRY_DELAY)
     try:
         return await client.connect(upstream)

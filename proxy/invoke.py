@@ -47,6 +47,8 @@ from proxy.lambda_stream import End, InvokeStreamDecoder
 from proxy.lambda_stream import Head as FunctionHead
 from proxy.routing import Upstream
 from proxy.signing import AmzClock, Credentials
+from proxy.trace_id import HEADER as TRACE_HEADER
+from proxy.trace_id import trace_header
 from proxy.upstream import ConnectFailed, Head, Malformed, UpstreamBroken, UpstreamClient, Wire
 from proxy.wire import NO_BODY_STATUSES, request_head
 
@@ -100,9 +102,10 @@ async def invoke(
     assert plan is not None
     credentials = upstream.identity.current()
     deadline = Deadline(task, upstream.timeout)
+    exchange.trace_id = trace_header(request.headers)[0]  # in the event, and to Lambda
     wire: Wire | None = None
     try:
-        event = _event(request, upstream, credentials, path, body)
+        event = _event(request, upstream, credentials, path, body, exchange.trace_id)
         if client.debug:
             query = f"?{plan.query}" if plan.query else ""
             log.debug(
@@ -110,7 +113,7 @@ async def invoke(
                 request.method, path, upstream.prefix, _named(upstream), plan.upstream.url,
                 plan.path, query, len(event),
             )  # fmt: skip
-        wire, head = await _call(client, plan, credentials, event)
+        wire, head = await _call(client, plan, credentials, event, exchange.trace_id)
         exchange.request_id = head.request_id
         exchange.error_type = head.error_type
         if head.status != 200:
@@ -137,17 +140,23 @@ async def invoke(
 
 
 def _event(
-    request: web.BaseRequest, upstream: Upstream, credentials: Credentials, path: str, body: bytes
+    request: web.BaseRequest,
+    upstream: Upstream,
+    credentials: Credentials,
+    path: str,
+    body: bytes,
+    trace_id: str,
 ) -> bytes:
     """The payload format 2.0 event, as JSON: the path and query as the client sent them (the
-    route's prefix taken off with strip_prefix), the headers it sent that forwarding passes on."""
+    route's prefix taken off with strip_prefix), the headers it sent that forwarding passes on,
+    and the X-Amzn-Trace-Id the proxy made if the client sent none (as a Function URL's has)."""
     raw_path, _, raw_query = request.raw_path.partition("?")
     version = request.version
     http = HttpRequest(
         request.method,
         _event_path(upstream, raw_path, path),
         raw_query,
-        _headers(request, len(body)),
+        _headers(request, len(body), trace_id),
         body,
         request.remote or "",
         f"HTTP/{version.major}.{version.minor}",
@@ -184,7 +193,7 @@ def _event_path(upstream: Upstream, raw_path: str, path: str) -> str:
     return path[len(prefix) :] or "/"
 
 
-def _headers(request: web.BaseRequest, length: int) -> list[tuple[str, str]]:
+def _headers(request: web.BaseRequest, length: int, trace_id: str) -> list[tuple[str, str]]:
     """The client's headers, in order, repeats kept, less those forwarding drops (hop-by-hop,
     Host, its own credentials, X-Forwarded-*: build_event sets the Function URL's own)."""
     named = {
@@ -201,6 +210,8 @@ def _headers(request: web.BaseRequest, length: int) -> list[tuple[str, str]]:
     ]
     if length:
         kept.append(("content-length", str(length)))  # as the URL's front end passes it
+    if TRACE_HEADER not in request.headers:  # the proxy made it
+        kept.append((TRACE_HEADER.lower(), trace_id))
     return kept
 
 
@@ -218,15 +229,18 @@ def _account(function: str) -> str | None:
 
 
 async def _call(
-    client: UpstreamClient, plan: Invoke, credentials: Credentials, event: bytes
+    client: UpstreamClient, plan: Invoke, credentials: Credentials, event: bytes, trace_id: str
 ) -> tuple[Wire, Head]:
     """POST the event, signed for the Lambda API; the answer's head. A connection that could
-    not be made is tried once more, signed afresh: nothing was sent, so nothing is sent twice."""
+    not be made is tried once more, signed afresh: nothing was sent, so nothing is sent twice.
+    The trace id goes with it, unsigned, as the X-Ray SDKs send it with their Invoke calls, for
+    the invocation to join the trace (untested against AWS: there is no X-Ray here)."""
     api = plan.upstream
+    lines = API_HEADERS + f"{TRACE_HEADER}: {trace_id}\r\n".encode("latin-1", "replace")
     payload_hash = hashlib.sha256(event).hexdigest()
     for attempt in (1, 2):
         head = request_head(
-            "POST", api, plan.path, plan.query, API_HEADERS, len(event), payload_hash,
+            "POST", api, plan.path, plan.query, lines, len(event), payload_hash,
             credentials, AMZ_CLOCK(),
         )  # fmt: skip
         try:
@@ -234,6 +248,7 @@ async def _call(
         except ConnectFailed as error:
             if attempt == 2 or error.tls:
                 raise _unreachable(api, error) from None
+            client.retried("connect")
             await asyncio.sleep(RETRY_DELAY)
             continue
         try:

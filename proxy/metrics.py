@@ -35,6 +35,7 @@ from proxy.figures import BUCKETS, Figures, Totals
 
 if TYPE_CHECKING:
     from proxy.credentials import Identity
+    from proxy.upstream import UpstreamClient
 
 log = logging.getLogger("proxy")
 
@@ -60,6 +61,9 @@ class Metrics:
         self.record = self.figures.record  # the request path's one call: no layer in between
         self.directory = _directory
         self._file = None if _directory is None else _directory / f"{os.getpid()}.json"
+        # The app's (proxy/app.py): its retries and its estimates of AWS's clock, read when
+        # the figures are totalled, never on the request path.
+        self.upstream: UpstreamClient | None = None
 
     @property
     def shared(self) -> bool:
@@ -70,6 +74,13 @@ class Metrics:
         self, identity: Identity, failed: bool, expires_at: float | None
     ) -> None:
         self.figures.identity_refreshed(identity.name, failed, expires_at)
+
+    def totals(self, in_flight: int) -> Totals:
+        totals = self.figures.totals(in_flight)
+        if self.upstream is not None:
+            totals.retries = dict(self.upstream.retries)
+            totals.clock_offsets = self.upstream.clocks.offsets()
+        return totals
 
     def _publish(self, totals: Totals) -> None:
         """Write this process's totals for the other workers: whole, for a reader in another
@@ -82,13 +93,13 @@ class Metrics:
     async def publish_every_second(self, in_flight: Callable[[], int]) -> None:
         while True:
             # Counted on the event loop, where record() runs; written off it.
-            await asyncio.to_thread(self._publish, self.figures.totals(in_flight()))
+            await asyncio.to_thread(self._publish, self.totals(in_flight()))
             await asyncio.sleep(PUBLISH_INTERVAL)
 
     async def scrape(self, in_flight: int) -> bytes:
         """The exposition: this process's figures, or with workers the whole server's (files
         read off the event loop)."""
-        totals = self.figures.totals(in_flight)
+        totals = self.totals(in_flight)
         if self.directory is None:
             return render(totals)
         return await asyncio.to_thread(self._whole_server, totals)
@@ -150,10 +161,11 @@ def families(totals: Totals, now: float) -> list[Metric]:
         failures.add_metric((name,), count)
     offset = GaugeMetricFamily(
         f"{PREFIX}_clock_offset_seconds",
-        "AWS's clock minus this machine's, as last measured from an answer's Date",
+        "AWS's clock minus this machine's, as estimated from each upstream host's answers",
+        labels=("host",),
     )
-    if totals.clock_offset is not None:  # fed by the clock-skew correction (issue #13)
-        offset.add_metric((), totals.clock_offset)
+    for host, seconds in totals.clock_offsets.items():  # proxy/skew.py's estimates
+        offset.add_metric((host,), round(seconds, 3))
     retries = _counter("upstream_retries", "Requests sent upstream again", ("reason",))
     for reason, count in totals.retries.items():
         retries.add_metric((reason,), count)

@@ -82,3 +82,13 @@ def test_the_earliest_expiry_and_every_failure_count() -> None:
     assert totals.refresh_failures == {"default": 1, "dev": 2}
     a.identity_refreshed("default", failed=False, expires_at=None)  # now keys that never expire
     assert a.totals(0).expiry == {}
+
+
+def test_workers_retries_are_summed_and_each_hosts_farthest_offset_kept() -> None:
+    """What each worker's upstream client gave (proxy/metrics.py), through JSON as they go."""
+    a = Totals(retries={"connect": 1, "clock_skew": 2}, clock_offsets={"h": 3.0, "i": -0.5})
+    b = Totals(retries={"clock_skew": 1}, clock_offsets={"h": -600.0})
+    merged = Totals.from_json(json.loads(json.dumps(a.to_json())))
+    merged.add(Totals.from_json(json.loads(json.dumps(b.to_json()))))
+    assert merged.retries == {"connect": 1, "clock_skew": 3}
+    assert merged.clock_offsets == {"h": -600.0, "i": -0.5}

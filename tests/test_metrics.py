@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,19 @@ from proxy.figures import BUCKETS
 from proxy.metrics import PUBLISH_INTERVAL
 from proxy.settings import ConfigError, load_settings
 from proxy.state import ProxyState
-from tests.conftest import KEYS, ROOT, RunningProxy, raw_exchange, route, running_proxy
+from tests.conftest import (
+    AKID,
+    KEYS,
+    ROOT,
+    SECRET,
+    RunningProxy,
+    raw_exchange,
+    refusing_port,
+    route,
+    running_proxy,
+)
 from tests.fake_credential_sources import FakeContainerCredentials
-from tests.fake_function_url import FakeFunctionUrl
+from tests.fake_function_url import FakeFunctionUrl, KeyRecord
 
 P = "lambda_url_proxy"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -296,3 +307,57 @@ def test_the_buckets_are_the_readmes() -> None:
     assert "buckets run from 5 ms to 900 s (Lambda's longest timeout)" in readme
     assert (BUCKETS[0], BUCKETS[-1]) == (0.005, 900)
     assert list(BUCKETS) == sorted(BUCKETS)
+
+
+# --- Fed by the request path's neighbours, read at each scrape ---------------------------------
+
+
+async def test_the_clock_offset_by_host_and_a_clock_skew_retry(aws_keys: None) -> None:
+    """AWS's clock 10 minutes ahead (proxy/skew.py's estimate): the first request is refused
+    for its time and sent once more, the second is signed by AWS's clock from the start."""
+    async with FakeFunctionUrl(clock=lambda: time.time() + 600) as fake:
+        fake.keys[AKID] = KeyRecord(SECRET)
+        async with running_proxy(routes=[route("/fn", fake.url)]) as proxy:
+            before = await scrape(proxy.client, proxy.url)
+            for _ in range(2):
+                async with proxy.client.get(proxy.url + "/fn/x") as response:
+                    assert response.status == 200
+            samples = await scrape(proxy.client, proxy.url)
+    offset = f"{P}_clock_offset_seconds"
+    assert not [name for name, _ in before if name == offset]  # nothing measured yet
+    assert abs(value(samples, offset, host="127.0.0.1") - 600) < 2
+    assert value(samples, f"{P}_upstream_retries_total", reason="clock_skew") == 1
+    assert [r.verified for r in fake.received] == [False, True, True]
+
+
+async def test_a_credentials_rejected_retry_is_counted(
+    fake: FakeFunctionUrl, tmp_path: Path
+) -> None:
+    """The profile's keys replaced while the proxy runs: AWS rejects the old ones, the chain is
+    resolved afresh and the request sent once more (proxy/review.py)."""
+    old, new = ("AKIAOLDKEY0000000001", "old/secret"), ("AKIANEWKEY0000000001", "new/secret")
+    credentials = tmp_path / "aws-credentials"  # conftest's AWS_SHARED_CREDENTIALS_FILE
+    profile = "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n"
+    credentials.write_text(profile.format(*old))
+    fake.keys[old[0]] = KeyRecord(old[1], expires_at=time.time() - 1)
+    fake.keys[new[0]] = KeyRecord(new[1])
+    async with running_proxy(routes=[route("/fn", fake.url)]) as proxy:
+        credentials.write_text(profile.format(*new))
+        async with proxy.client.get(proxy.url + "/fn/x") as response:
+            assert response.status == 200
+        samples = await scrape(proxy.client, proxy.url)
+    retries = f"{P}_upstream_retries_total"
+    assert value(samples, retries, reason="credentials_rejected") == 1
+    assert sum(v for (name, _), v in samples.items() if name == retries) == 1
+
+
+async def test_a_connect_retry_is_counted_for_an_idempotent_request_only(aws_keys: None) -> None:
+    """A connection that could not be made is tried once more for a GET, never for a POST."""
+    with refusing_port() as port:
+        async with running_proxy(routes=[route("/fn", f"http://127.0.0.1:{port}")]) as proxy:
+            async with proxy.client.get(proxy.url + "/fn/x") as response:
+                assert response.status == 502
+            async with proxy.client.post(proxy.url + "/fn/x", data=b"once") as response:
+                assert response.status == 502
+            samples = await scrape(proxy.client, proxy.url)
+    assert value(samples, f"{P}_upstream_retries_total", reason="connect") == 1
