@@ -293,6 +293,8 @@ class JsonErrorRequestHandler(RequestHandler):
             error, exchange = refused_request(status, reason)
         answer = downstream.refuse(request, error, exchange, exchange.status)
         log_access(exchange, 0.0)
+        if isinstance(server := self._manager, JsonErrorServer) and server.on_access:
+            server.on_access(exchange, 0.0)  # the metrics count it too
         return answer
 
 
@@ -302,11 +304,18 @@ class JsonErrorServer(web.Server):
     beyond `max_connections` with a 503."""
 
     def __init__(
-        self, handler: Handler, *, max_connections: int = 0, max_head_size: int = 0, **kwargs: Any
+        self,
+        handler: Handler,
+        *,
+        max_connections: int = 0,
+        max_head_size: int = 0,
+        on_access: Callable[[Exchange, float], None] | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self.max_connections = max_connections or None
         self.max_head_size = max_head_size
+        self.on_access = on_access  # told of each refused request, as the access log is
 
     def __call__(self) -> RequestHandler:
         return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)

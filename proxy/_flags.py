@@ -169,6 +169,15 @@ FLAGS: Final = (
         kind=None,
     ),
     Flag(
+        names=("--admin-listen",),
+        dest="admin_listen",
+        help="HOST:PORT of a second listener that serves only /_proxy/health, /_proxy/ready and /_proxy/metrics (never forwards), for Prometheus and the kubelet, e.g. 0.0.0.0:9901 in a pod (default: none) [env: LAMBDA_URL_PROXY_ADMIN_LISTEN]",
+        metavar="ADMIN_LISTEN",
+        choices=None,
+        append=False,
+        kind=None,
+    ),
+    Flag(
         names=("--workers",),
         dest="workers",
         help="server processes sharing the port (SO_REUSEPORT) [env: LAMBDA_URL_PROXY_WORKERS] (default: 1)",

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from proxy import downstream, inspector, inspector_web
 from proxy.budget import BodyBudget
+from proxy.cors import CorsPolicy
 from proxy.deadline import Deadline
 from proxy.errors import (
     BadRequest,
@@ -35,6 +36,7 @@ from proxy.exchange import Capture, Exchange, Steps
 from proxy.forward import forward
 from proxy.invoke import invoke
 from proxy.logs import log_access
+from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.routing import Router, Upstream
 from proxy.settings import RESERVED_PREFIX, Settings
 from proxy.state import Live, ProxyState
@@ -172,6 +174,7 @@ def routes(state: ProxyState, client: UpstreamClient) -> tuple[int, object]:
 
 
 HEALTH_PATH: Final = f"{RESERVED_PREFIX}/health"
+METRICS_PATH: Final = f"{RESERVED_PREFIX}/metrics"  # text, not JSON: served by _serve itself
 RESERVED: Final[dict[str, Callable[[ProxyState, UpstreamClient], tuple[int, object]]]] = {
     HEALTH_PATH: health,
     f"{RESERVED_PREFIX}/ready": ready,
@@ -184,7 +187,7 @@ def _reserved(state: ProxyState, client: UpstreamClient, path: str) -> tuple[int
     if endpoint is None:
         raise NoRoute(
             f"{path} is reserved for the proxy and never forwarded; its endpoints are "
-            + ", ".join(RESERVED)
+            + ", ".join([*RESERVED, METRICS_PATH])
         )
     return endpoint(state, client)
 
@@ -269,7 +272,7 @@ async def handle(
     assert task is not None
     state = live.state  # this request keeps it, whatever a reload does
     live.in_flight.add(task)
-    exchange = Exchange(request.method, request.raw_path.partition("?")[0][:2048])
+    exchange = Exchange(request.method, request.raw_path.partition("?")[0][:2048], started=started)
     if (inspecting := live.inspector) is not None:  # the ring's part; the steps while watched
         exchange.capture = Capture(inspecting.body_cap)
         if inspecting.watched:
@@ -291,10 +294,16 @@ async def handle(
     finally:
         live.in_flight.discard(task)
         if not exchange.quiet:
-            duration = time.perf_counter() - started
-            log_access(exchange, duration)
-            if live.inspector is not None:
-                live.inspector.record(exchange, request, duration)
+            _record(live, request, exchange, time.perf_counter() - started)
+
+
+def _record(live: Live, request: web.BaseRequest, exchange: Exchange, seconds: float) -> None:
+    """The request is over: its access line, its figures, its place in the inspector's ring."""
+    log_access(exchange, seconds)
+    if live.metrics is not None:
+        live.metrics.record(exchange, seconds)
+    if live.inspector is not None:
+        live.inspector.record(exchange, request, seconds)
 
 
 async def _serve(
@@ -308,7 +317,7 @@ async def _serve(
     """The checks (`_admit`), the route's credentials, the body; then the forward. A GET with
     credentials in hand awaits nothing here but forward()."""
     admitted = _admit(request, live, state, client, exchange)
-    if not isinstance(admitted, tuple):  # the proxy's own answer, or the inspector's to await
+    if not isinstance(admitted, tuple):  # the proxy's own answer, or one to await (/_proxy/*)
         return admitted if isinstance(admitted, web.StreamResponse) else await admitted
     upstream, path, query = admitted
     identity = upstream.identity
@@ -322,6 +331,7 @@ async def _serve(
     if not request.body_exists:  # no timer and no share of the budget for the majority
         return await send(request, client, upstream, path, query, b"", exchange, state.cors, task)
     body = await _body(request, live, task)
+    exchange.bytes_received = len(body)
     if exchange.capture is not None:
         inspector.body_read(exchange, body)
     try:
@@ -339,7 +349,8 @@ def _admit(
 ) -> tuple[Upstream, str, str] | web.StreamResponse | Awaitable[web.StreamResponse]:
     """The checks in their one order: the request line, the client's access (origin, token,
     network, Host), the route. Returns the route with the canonical path and query, or the
-    proxy's own answer (a CORS preflight, /_proxy/*; the inspector's, to await); raises
+    proxy's own answer (a CORS preflight, /_proxy/*; the metrics' and the inspector's, to
+    await); raises
     ProxyError to refuse."""
     raw_target = request.raw_path
     _check_request_line(request, raw_target)
@@ -358,6 +369,9 @@ def _admit(
         # The health check stays open, for orchestrators; the inspector's page without a token
         state.access.check(request, path not in inspector_web.PAGE)
     if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
+        if path.rstrip("/") == METRICS_PATH:
+            exchange.quiet = True
+            return _scrape(request, live, state.cors, exchange)  # read off the loop: awaited
         if live.inspector is not None and inspector_web.owns(path):
             return inspector_web.serve(request, path, live.inspector, state, exchange)
         status, data = _reserved(state, client, path)
@@ -368,17 +382,42 @@ def _admit(
     return upstream, path, query
 
 
+async def _scrape(
+    request: web.BaseRequest, live: Live, cors: CorsPolicy, exchange: Exchange
+) -> web.StreamResponse:
+    """/_proxy/metrics in Prometheus's text format (proxy/metrics.py); this scrape is in flight
+    too, and not counted."""
+    if live.metrics is None:  # a Live built without create_app
+        raise NoRoute(f"{METRICS_PATH}: this server keeps no metrics")
+    text = await live.metrics.scrape(len(live.in_flight) - 1)
+    return downstream.own(request, 200, CONTENT_TYPE, text, cors, exchange)
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the app; ConfigError if a route cannot be compiled (for instance, no region)."""
     app = web.Application()
-    app[LIVE] = Live(ProxyState.build(settings))
+    app[LIVE] = live = Live(ProxyState.build(settings))
+    live.metrics = Metrics()
     app.cleanup_ctx.append(_credentials)
     app.cleanup_ctx.append(_upstream_client)
+    if live.metrics.shared:
+        app.cleanup_ctx.append(_publish_metrics)
     return app
+
+
+async def _publish_metrics(app: web.Application) -> AsyncIterator[None]:
+    """A worker's figures, for the scrapes the other workers answer."""
+    live = app[LIVE]
+    assert live.metrics is not None
+    publishing = asyncio.create_task(live.metrics.publish_every_second(lambda: len(live.in_flight)))
+    yield
+    publishing.cancel()
 
 
 async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
     app[CLIENT] = client = UpstreamClient(app[LIVE].state.ca_bundle)
+    if (metrics := app[LIVE].metrics) is not None:
+        metrics.upstream = client  # its retries and clocks, read at each scrape
     yield
     await client.close()
 

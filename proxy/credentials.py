@@ -203,6 +203,8 @@ class Identity:
         self._renewal: asyncio.Future[float | None] | None = None
         self._renewed_at = -RENEW_INTERVAL
         self._whoami: asyncio.Future[str | None] | None = None
+        # Told of each refresh: failed?, the expiry (proxy/metrics.py's identity_refreshed).
+        self.on_refresh: Callable[[Identity, bool, float | None], None] | None = None
 
     def current(self) -> Credentials:
         """The cached credentials; CredentialsUnavailable if there are none or they expired."""
@@ -307,13 +309,19 @@ class Identity:
         """Resolve or refresh once, off the event loop. Seconds until the next refresh is due, or
         None for credentials that never expire. A failure is described in `error`, then raised."""
         self._refreshing = True
+        failed: bool | None = None  # None: cancelled, neither a success nor a failure
         try:
-            return await self._refresh()
+            delay = await self._refresh()
+            failed = False
+            return delay
         except Exception as error:  # botocore raises many types; each means "not now"
+            failed = True
             self.error = describe_failure(error, self.spec, self.caller)
             raise
         finally:
             self._refreshing = False
+            if failed is not None and self.on_refresh is not None:
+                self.on_refresh(self, failed, self._expires_at)
 
     async def _refresh(self) -> float | None:
         # One chain throughout: renew() may drop self._chain while this awaits.

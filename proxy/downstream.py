@@ -262,6 +262,8 @@ def error(
     lines = JSON + f"{ERROR_HEADER}: {error.code}\r\n".encode()
     if error.status == 401:
         lines += b'WWW-Authenticate: Bearer realm="lambda-url-proxy"\r\n'
+    elif error.status == 405:  # the admin listener's (RFC 9110 15.5.6: say what is allowed)
+        lines += b"Allow: GET, HEAD\r\n"
     if error.retry_after is not None:
         lines += b"Retry-After: %s\r\n" % error.retry_after.encode("latin-1")
     keep_alive = request.content.is_eof()

@@ -70,6 +70,13 @@ class NoRoute(ProxyError):
     status = 404
 
 
+class MethodNotAllowed(ProxyError):
+    """A method the admin listener (read-only) or an inspector endpoint does not serve."""
+
+    code = "method_not_allowed"
+    status = 405
+
+
 class BadRequest(ProxyError):
     code = "bad_request"
     status = 400
@@ -173,11 +180,6 @@ class InvokeFailed(ProxyError):
 class FunctionError(ProxyError):
     code = "function_error"
     status = 502
-
-
-class MethodNotAllowed(ProxyError):
-    code = "method_not_allowed"
-    status = 405
 
 
 class NotReplayable(ProxyError):

@@ -98,7 +98,7 @@ class Steps:
 
 @dataclass(slots=True)
 class Exchange:
-    """What one request did, for the access log."""
+    """What one request did, for the access log and the metrics (proxy/metrics.py)."""
 
     method: str
     path: str
@@ -113,3 +113,7 @@ class Exchange:
     quiet: bool = False  # no access line: an answer of /_proxy/* (a refused one is logged)
     capture: Capture | None = None  # the inspector's ring's, when it is on
     steps: Steps | None = None  # the inspector's clock readings, while a page watches
+    trace_id: str | None = None  # X-Amzn-Trace-Id, the client's or the proxy's (forwarded)
+    bytes_received: int = 0  # the request body forwarded
+    started: float = 0.0  # perf_counter() readings: when the request arrived,
+    first_byte: float = 0.0  # and when the upstream's answer began (0: it never did)

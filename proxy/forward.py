@@ -33,6 +33,7 @@ from proxy.routing import Upstream
 from proxy.signing import EMPTY_SHA256, Credentials
 from proxy.skew import AwsClock
 from proxy.trace import Observer, Signed, Trace
+from proxy.trace_id import trace_header
 from proxy.upstream import ConnectFailed, Head, Malformed, UpstreamClient, Wire
 from proxy.wire import request_head
 
@@ -55,19 +56,19 @@ async def forward(
     cors: CorsPolicy,
     task: asyncio.Task[Any],
 ) -> web.StreamResponse:
-    """Sign, send, and hand the answer to the client's writer: whole in one write, else as it
-    arrives. One coroutine from the pool to the answer's head (see the top)."""
+    """Sign, send, hand the answer to the client's writer; one coroutine (see the top)."""
     deadline = Deadline(task, upstream.timeout)
     trace = _trace(request, upstream, path, query, exchange) if client.debug else exchange.steps
     clock = client.clocks.get(upstream.origin, upstream.host)
+    exchange.trace_id, xray = trace_header(request.headers)  # forwarded, never signed
     wire: Wire | None = None
     try:
         wire = client.pooled(upstream) or await _connect(client, upstream, request.method, path)
         credentials = upstream.identity.current()
-        head = _signed_head(request, upstream, path, query, body, trace, clock, credentials)
+        head = _signed_head(request, upstream, path, query, body, xray, trace, clock, credentials)
         answer = await wire.ask(head, body, skip_body=request.method == "HEAD")
         if answer.status in REVIEWED:  # explained; a second signature may mend it (issue #13)
-            again = partial(_send_again, request, client, upstream, path, query, body, trace, clock)
+            again = partial(_send_again, request, client, upstream, path, query, body, xray, trace)
             sent = await review(wire, answer, upstream, credentials, clock, client, exchange, again)
             wire, answer = sent
         _noted(upstream, answer, exchange, trace, clock)
@@ -93,8 +94,9 @@ def _noted(
     clock.observe(head.date)
     if head.status == 404 and upstream.function is not None:
         upstream.function.look_again()  # the URL deleted? (at most every AGAIN_AFTER seconds)
+    exchange.first_byte = time.perf_counter()  # the metrics' time to first byte
     if trace is not None:
-        trace.first_byte = time.perf_counter()
+        trace.first_byte = exchange.first_byte
     exchange.status = head.status
     exchange.request_id = head.request_id
     exchange.error_type = head.error_type
@@ -116,14 +118,15 @@ async def _send_again(
     path: str,
     query: str,
     body: bytes,
+    xray: bytes,
     trace: Observer | None,
-    clock: AwsClock,
     credentials: Credentials,
 ) -> tuple[Wire, Head]:
     """The second and last sending of a refused request (proxy/review.py), signed afresh with
     `credentials` and the clock as corrected; whatever it answers is the answer."""
+    clock = client.clocks.get(upstream.origin, upstream.host)  # the one forward signed by
     wire = client.pooled(upstream) or await _connect(client, upstream, request.method, path)
-    head = _signed_head(request, upstream, path, query, body, trace, clock, credentials)
+    head = _signed_head(request, upstream, path, query, body, xray, trace, clock, credentials)
     try:
         answer = await wire.ask(head, body, skip_body=request.method == "HEAD")
     except (ConnectionError, OSError, Malformed) as error:
@@ -152,6 +155,7 @@ async def _connect(client: UpstreamClient, upstream: Upstream, method: str, path
             upstream.url,
             _cause(error),
         )
+    client.retried("connect")
     await asyncio.sleep(RETRY_DELAY)
     try:
         return await client.connect(upstream)
@@ -165,17 +169,19 @@ def _signed_head(
     path: str,
     query: str,
     body: bytes,
+    xray: bytes,
     trace: Observer | None,
     clock: AwsClock,
     credentials: Credentials,
 ) -> bytes:
     """The request's head as it goes upstream, signed now (with the credentials of now: the
-    body may have taken a while to come), by AWS's clock when ours is known to be off."""
+    body may have taken a while to come), by AWS's clock when ours is known to be off.
+    `xray`: the X-Amzn-Trace-Id line (X-Ray's header) the proxy made, if the client sent none."""
     if trace is not None:
         trace.connected = time.perf_counter()
     upstream_path = upstream.path_for(path)
     try:
-        forwarded = request_header_lines(request.headers, request.raw_headers)
+        forwarded = request_header_lines(request.headers, request.raw_headers) + xray
     except ValueError as error:  # never from aiohttp's parser: see request_header_lines
         raise BadRequest(f"refused to forward the request: {error}") from None
     payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256

@@ -39,7 +39,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from proxy.exchange import Exchange, Steps
+from proxy.exchange import Exchange
 from proxy.functions import Invoke
 from proxy.headers import DROPPED_REQUEST
 from proxy.lambda_event import Caller, HttpRequest, answer_from_result, build_event
@@ -48,6 +48,8 @@ from proxy.lambda_stream import Head as FunctionHead
 from proxy.routing import Upstream
 from proxy.signing import AmzClock, Credentials
 from proxy.trace import Signed
+from proxy.trace_id import HEADER as TRACE_HEADER
+from proxy.trace_id import trace_header
 from proxy.upstream import ConnectFailed, Head, Malformed, UpstreamBroken, UpstreamClient, Wire
 from proxy.wire import NO_BODY_STATUSES, request_head
 
@@ -101,9 +103,10 @@ async def invoke(
     assert plan is not None
     credentials = upstream.identity.current()
     deadline = Deadline(task, upstream.timeout)
+    exchange.trace_id = trace_header(request.headers)[0]  # in the event, and to Lambda
     wire: Wire | None = None
     try:
-        event = _event(request, upstream, credentials, path, body)
+        event = _event(request, upstream, credentials, path, body, exchange.trace_id)
         if client.debug:
             query = f"?{plan.query}" if plan.query else ""
             log.debug(
@@ -111,7 +114,7 @@ async def invoke(
                 request.method, path, upstream.prefix, _named(upstream), plan.upstream.url,
                 plan.path, query, len(event),
             )  # fmt: skip
-        wire, head = await _call(client, plan, credentials, event, exchange.steps)
+        wire, head = await _call(client, plan, credentials, event, exchange)
         exchange.request_id = head.request_id
         exchange.error_type = head.error_type
         if head.status != 200:
@@ -138,17 +141,23 @@ async def invoke(
 
 
 def _event(
-    request: web.BaseRequest, upstream: Upstream, credentials: Credentials, path: str, body: bytes
+    request: web.BaseRequest,
+    upstream: Upstream,
+    credentials: Credentials,
+    path: str,
+    body: bytes,
+    trace_id: str,
 ) -> bytes:
     """The payload format 2.0 event, as JSON: the path and query as the client sent them (the
-    route's prefix taken off with strip_prefix), the headers it sent that forwarding passes on."""
+    route's prefix taken off with strip_prefix), the headers it sent that forwarding passes on,
+    and the X-Amzn-Trace-Id the proxy made if the client sent none (as a Function URL's has)."""
     raw_path, _, raw_query = request.raw_path.partition("?")
     version = request.version
     http = HttpRequest(
         request.method,
         _event_path(upstream, raw_path, path),
         raw_query,
-        _headers(request, len(body)),
+        _headers(request, len(body), trace_id),
         body,
         request.remote or "",
         f"HTTP/{version.major}.{version.minor}",
@@ -185,7 +194,7 @@ def _event_path(upstream: Upstream, raw_path: str, path: str) -> str:
     return path[len(prefix) :] or "/"
 
 
-def _headers(request: web.BaseRequest, length: int) -> list[tuple[str, str]]:
+def _headers(request: web.BaseRequest, length: int, trace_id: str) -> list[tuple[str, str]]:
     """The client's headers, in order, repeats kept, less those forwarding drops (hop-by-hop,
     Host, its own credentials, X-Forwarded-*: build_event sets the Function URL's own)."""
     named = {
@@ -202,6 +211,8 @@ def _headers(request: web.BaseRequest, length: int) -> list[tuple[str, str]]:
     ]
     if length:
         kept.append(("content-length", str(length)))  # as the URL's front end passes it
+    if TRACE_HEADER not in request.headers:  # the proxy made it
+        kept.append((TRACE_HEADER.lower(), trace_id))
     return kept
 
 
@@ -219,21 +230,21 @@ def _account(function: str) -> str | None:
 
 
 async def _call(
-    client: UpstreamClient,
-    plan: Invoke,
-    credentials: Credentials,
-    event: bytes,
-    steps: Steps | None,
+    client: UpstreamClient, plan: Invoke, credentials: Credentials, event: bytes, exchange: Exchange
 ) -> tuple[Wire, Head]:
     """POST the event, signed for the Lambda API; the answer's head. A connection that could
     not be made is tried once more, signed afresh: nothing was sent, so nothing is sent twice.
-    The inspector's `steps` (a page watches) note what was signed and when."""
+    The trace id goes with it, unsigned, as the X-Ray SDKs send it with their Invoke calls, for
+    the invocation to join the trace (untested against AWS: there is no X-Ray here). The
+    inspector's steps (a page watches) note what was signed and when."""
+    steps, trace_id = exchange.steps, exchange.trace_id
     api = plan.upstream
+    lines = API_HEADERS + f"{TRACE_HEADER}: {trace_id}\r\n".encode("latin-1", "replace")
     payload_hash = hashlib.sha256(event).hexdigest()
     for attempt in (1, 2):
         timestamp = AMZ_CLOCK()
         head = request_head(
-            "POST", api, plan.path, plan.query, API_HEADERS, len(event), payload_hash,
+            "POST", api, plan.path, plan.query, lines, len(event), payload_hash,
             credentials, timestamp,
         )  # fmt: skip
         if steps is not None:
@@ -247,6 +258,7 @@ async def _call(
         except ConnectFailed as error:
             if attempt == 2 or error.tls:
                 raise _unreachable(api, error) from None
+            client.retried("connect")
             await asyncio.sleep(RETRY_DELAY)
             continue
         try:

@@ -68,6 +68,7 @@ class JsonFormatter(logging.Formatter):
             f'"status": {exchange.status}, "duration_ms": {round(duration_ms, 1)!r}, '
             f'"bytes": {exchange.bytes_sent}, '
             f'"upstream_request_id": {_json_or_null(exchange.request_id)}, '
+            f'"trace_id": {_json_or_null(exchange.trace_id)}, '
             f'"upstream_error_type": {_json_or_null(exchange.error_type)}, '
             f'"outcome": {_json_or_null(exchange.outcome)}, '
             f'"detail": {_json_or_null(exchange.detail)}, "hint": {_json_or_null(hint)}}}'
@@ -167,6 +168,8 @@ class TextFormatter(logging.Formatter):
             f"{duration_ms:>8.1f}ms {exchange.bytes_sent:>9}B {exchange.route:<12} "
             f"{exchange.path} id={exchange.request_id or '-'}"
         )
+        if exchange.trace_id is not None:
+            line += f" trace={exchange.trace_id}"
         if exchange.outcome or exchange.detail or hint:
             line += _outcome_text(exchange.outcome, exchange.detail, exchange.error_type, hint)
         return self._coloured(line, levelname)
@@ -332,6 +335,7 @@ def access_fields(exchange: Exchange, duration_ms: float, hint: str | None) -> d
         "duration_ms": round(duration_ms, 1),
         "bytes": exchange.bytes_sent,
         "upstream_request_id": exchange.request_id,
+        "trace_id": exchange.trace_id,
         "upstream_error_type": exchange.error_type,
         "outcome": exchange.outcome,
         "detail": exchange.detail,

@@ -61,6 +61,7 @@ async def review(
         if cured is None:
             diagnosis = Diagnosis(diagnosis.code, diagnosis.explanation + NOT_CURED[diagnosis.cure])
         else:
+            client.retried(diagnosis.code)  # clock_skew or credentials_rejected
             second = await resend(cured)
             client.release(wire)
             wire, head = second

@@ -15,6 +15,7 @@ from aiohttp import web
 from proxy import __version__
 from proxy._aiohttp import JsonErrorServer
 from proxy.access import is_loopback
+from proxy.admin import start_admin
 from proxy.app import LIVE, create_app, dispatcher
 from proxy.functions import FunctionRoute
 from proxy.reload import Reloader
@@ -147,6 +148,7 @@ async def start(
         dispatcher(app),
         max_connections=settings.max_connections,
         max_head_size=settings.max_head_size,
+        on_access=metrics.record if (metrics := app[LIVE].metrics) is not None else None,
         keepalive_timeout=settings.idle_timeout,  # aiohttp closes a connection still waiting
         access_log=None,  # for a complete request at this deadline: the header timeout too
         handler_cancellation=True,
@@ -184,7 +186,9 @@ async def serve(
     app = create_app(settings)
     runner, address = await start(app, settings, reuse_port)
     watching: asyncio.Task[None] | None = None
+    admin: web.ServerRunner | None = None
     try:
+        admin = await start_admin(app, settings, reuse_port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -206,3 +210,5 @@ async def serve(
         if watching is not None:
             watching.cancel()
         await runner.cleanup()
+        if admin is not None:  # probes answered until the drain is over
+            await admin.cleanup()

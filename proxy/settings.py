@@ -425,6 +425,12 @@ class Settings(BaseSettings, IdentityOptions):
         "proxy.internal or .svc.cluster.local for a domain; '*' for any. Always allowed: "
         "loopback names and, bound wider, IP addresses and single-label service names",
     )
+    admin_listen: str | None = Field(
+        None,
+        description="HOST:PORT of a second listener that serves only /_proxy/health, "
+        "/_proxy/ready and /_proxy/metrics (never forwards), for Prometheus and the kubelet, "
+        "e.g. 0.0.0.0:9901 in a pod (default: none)",
+    )
     workers: int = Field(
         1, ge=1, le=64, description="server processes sharing the port (SO_REUSEPORT)"
     )
@@ -485,6 +491,17 @@ class Settings(BaseSettings, IdentityOptions):
     def _check_region(cls, region: str | None) -> str | None:
         return Route._check_region(region)
 
+    @field_validator("admin_listen")
+    @classmethod
+    def _check_admin_listen(cls, listen: str | None) -> str | None:
+        if listen is not None:
+            split_listen(listen)
+        return listen
+
+    @property
+    def admin_address(self) -> tuple[str, int] | None:
+        return None if self.admin_listen is None else split_listen(self.admin_listen)
+
     @field_validator("allowed_hosts")
     @classmethod
     def _check_hosts(cls, hosts: list[str]) -> list[str]:
@@ -522,6 +539,18 @@ class Settings(BaseSettings, IdentityOptions):
             _Environment(settings_cls),
             _TomlFile(settings_cls, _config_file.get()),
         )
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """HOST:PORT ([::1]:PORT for IPv6) as (host, port); ValueError naming what is wrong."""
+    host, sep, port = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]") if host.startswith("[") else host
+    if not sep or not host or not port.isdigit() or int(port) > 65535 or "/" in listen:
+        raise ValueError(
+            f"admin_listen {listen!r} must be HOST:PORT, for example 0.0.0.0:9901 (every "
+            "address of a pod) or 127.0.0.1:9901"
+        )
+    return host, int(port)
 
 
 def env_name(field: str) -> str:

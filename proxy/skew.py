@@ -175,6 +175,15 @@ class Clocks:
             found = self._by_origin[origin] = AwsClock(host, self._clock, self._tell)
         return found
 
+    def offsets(self) -> dict[str, float]:
+        """The measured offsets by host, for /_proxy/metrics (of two origins on one host, the
+        one farther off)."""
+        by_host: dict[str, float] = {}
+        for clock in self._by_origin.values():
+            if clock.offset is not None and abs(clock.offset) >= abs(by_host.get(clock.name, 0)):
+                by_host[clock.name] = clock.offset
+        return by_host
+
     def status(self) -> list[dict[str, Any]]:
         """What each origin's answers said of AWS's clock, measured ones only."""
         return [clock.status() for clock in self._by_origin.values() if clock.offset is not None]

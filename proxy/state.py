@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxy.access import AccessPolicy, HostPolicy, is_loopback
 from proxy.aws_config import AwsConfig, resolve_route
@@ -22,6 +22,9 @@ from proxy.functions import FunctionRoute
 from proxy.inspector import Inspector
 from proxy.routing import Router, Upstream
 from proxy.settings import ConfigError, Settings
+
+if TYPE_CHECKING:  # not imported by `check`: prometheus-client is the server's
+    from proxy.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -123,15 +126,20 @@ class Live:
         # The process's too: the ring outlives reloads (inspector and its size need a restart).
         settings = state.settings
         self.inspector = Inspector(settings.inspector_size) if settings.inspector else None
+        self.metrics: Metrics | None = None  # the server's (proxy/app.py)
 
     def start_refreshing(self) -> None:
         """One refresh task per identity in use, one lookup per route naming a function: new
         ones started, those no longer in use stopped."""
         wanted = set(self.state.identities.values())
         for identity in wanted - self._refreshing.keys():
+            if self.metrics is not None:
+                identity.on_refresh = self.metrics.identity_refreshed
             self._refreshing[identity] = asyncio.create_task(identity.run())
         for identity in self._refreshing.keys() - wanted:
             self._refreshing.pop(identity).cancel()
+            if self.metrics is not None:  # no expiry left behind to alert on
+                self.metrics.figures.expiry.pop(identity.name, None)
         functions = set(self.state.functions)
         for function in functions - self._resolving.keys():
             self._resolving[function] = asyncio.create_task(function.run())

@@ -393,9 +393,15 @@ class UpstreamClient:
         self._idle: dict[Origin, list[Wire]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self.clocks = Clocks()  # what each origin's answers say of AWS's clock
+        self.retries: dict[str, int] = {}  # requests sent again, by reason (/_proxy/metrics)
         # For proxy/forward.py, decided once: the log level belongs to the process (a reload
         # asks for a restart), and at info level no request computes anything for debug lines.
         self.debug = logging.getLogger("proxy.trace").isEnabledFor(logging.DEBUG)
+
+    def retried(self, reason: str) -> None:
+        """A request is sent again: its connection could not be made (`connect`), or AWS
+        refused it for what a second signature mends (proxy/review.py's diagnosis codes)."""
+        self.retries[reason] = self.retries.get(reason, 0) + 1
 
     def pooled(self, upstream: Upstream) -> Wire | None:
         """A kept-alive connection to `upstream`'s origin, if one is idle (no await: the common

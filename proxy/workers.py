@@ -2,7 +2,9 @@
 
 Each worker is a whole proxy (own event loop, pool, credential cache): the kernel spreads new
 connections between them. The workers run in their own session, so a terminal's Ctrl-C reaches
-the parent only, which passes each signal on: the second Ctrl-C still exits at once.
+the parent only, which passes each signal on: the second Ctrl-C still exits at once. Their
+metrics go to files in a directory the parent makes and removes (proxy/metrics.py), so that the
+worker that answers a scrape shows the whole server's figures.
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from proxy.settings import Settings, load_settings
+from proxy.admin import cannot_listen
+from proxy.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("proxy")
 
@@ -37,17 +42,20 @@ def reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
 def _worker(
     flags: dict[str, Any],
     config_file: Path | None,
-    port: int,
     index: int,
     all_listening: Barrier,
+    metrics_dir: str,
 ) -> None:
     os.setsid()
+    from proxy.metrics import use_directory
+
+    use_directory(metrics_dir)  # before the server makes its metrics
     from proxy.cli import _run
     from proxy.logs import configure
     from proxy.server import serve
 
     def load() -> Settings:
-        return load_settings({**flags, "port": port, "workers": 1}, config_file=config_file)
+        return load_settings({**flags, "workers": 1}, config_file=config_file)
 
     settings = load()
     configure(settings.log_format, settings.log_level)
@@ -67,11 +75,34 @@ def _worker(
 def supervise(settings: Settings, flags: dict[str, Any], config_file: Path | None) -> int:
     """Run the workers until they exit; 0 only if every one exited 0."""
     reserved, port = reserve_port(settings.host, settings.port)
+    flags = {**flags, "port": port}  # port 0 becomes one port, the same for every worker
+    admin: socket.socket | None = None
+    if (address := settings.admin_address) is not None:
+        try:
+            admin, admin_port = reserve_port(*address)
+        except OSError as error:
+            reserved.close()
+            raise cannot_listen(settings, error) from None
+        shown = f"[{address[0]}]" if ":" in address[0] else address[0]
+        flags["admin_listen"] = f"{shown}:{admin_port}"
+    try:
+        metrics_dir = tempfile.mkdtemp(prefix="lambda-url-proxy-metrics-")
+    except OSError as error:
+        reserved.close()
+        if admin is not None:
+            admin.close()
+        raise ConfigError(
+            f"workers = {settings.workers}: the workers share their metrics through a temporary "
+            f"directory, and none could be made ({error}): set TMPDIR to a writable folder "
+            "(in Kubernetes, an emptyDir volume mounted at /tmp)"
+        ) from None
     context = multiprocessing.get_context("spawn")
     all_listening = context.Barrier(settings.workers)
     workers = [
         context.Process(
-            target=_worker, args=(flags, config_file, port, index, all_listening), name=f"w{index}"
+            target=_worker,
+            args=(flags, config_file, index, all_listening, metrics_dir),
+            name=f"w{index}",
         )
         for index in range(settings.workers)
     ]
@@ -84,11 +115,16 @@ def supervise(settings: Settings, flags: dict[str, Any], config_file: Path | Non
 
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, forward)
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    reserved.close()
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        reserved.close()
+        if admin is not None:
+            admin.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     codes = [worker.exitcode for worker in workers]
     if any(codes):
         log.error("worker exit codes: %s", codes)

@@ -31,10 +31,6 @@ PROBES: Final = ("startupProbe", "readinessProbe", "livenessProbe")
 # bench/README.md's figures, which size the proxy's memory (docs/kubernetes.md, "Resources"):
 RESTING_RSS_MIB: Final = 69  # RSS at rest and while a 1 GiB answer streams: 67.9 -> 68.5 MiB
 WAITING_UPLOAD_KIB: Final = 384  # what aiohttp reads of an upload waiting for room, at most
-# One exec probe's python at its peak, as tests/test_kubernetes_engine.py measures it; readiness
-# and liveness may run at once.
-PROBE_MIB: Final = 24
-CONCURRENT_PROBES: Final = 2
 
 
 def load_documents(text: str) -> list[dict[str, Any]]:
@@ -118,12 +114,17 @@ def manifests(folder: str) -> Manifests:
     return Manifests(render(DEPLOY / folder))
 
 
-def probe_command(entry: dict[str, Any], probe: str) -> list[str]:
+def probe_request(entry: dict[str, Any], probe: str) -> tuple[int, str]:
+    """The port (a named one resolved, as the kubelet does) and path an httpGet probe asks for."""
     handler = entry[probe]
-    assert set(handler) & {"exec", "httpGet", "tcpSocket", "grpc"} == {"exec"}, handler
-    command = handler["exec"]["command"]
-    assert isinstance(command, list) and all(isinstance(arg, str) for arg in command)
-    return command
+    assert set(handler) & {"exec", "httpGet", "tcpSocket", "grpc"} == {"httpGet"}, handler
+    request = handler["httpGet"]
+    assert set(request) <= {"path", "port"}, f"{request}: the kubelet's defaults are assumed"
+    port = request["port"]
+    if isinstance(port, str):
+        [port] = [p["containerPort"] for p in entry.get("ports", []) if p.get("name") == port]
+    assert isinstance(port, int) and isinstance(request["path"], str)
+    return port, request["path"]
 
 
 _QUANTITY: Final = re.compile(r"(\d+)(m|Mi|Gi)?")

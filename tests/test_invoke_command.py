@@ -576,3 +576,27 @@ async def test_a_client_that_stops_reading_holds_the_function_back_not_memory(
     assert held < blocks  # held back while the client read nothing
     assert grown < 16, f"RSS grew by {grown:.1f} MiB with {held} of {blocks} blocks made"
     assert received == len(block) * blocks  # then all of it, once read
+
+
+async def test_the_trace_id_reaches_the_function_and_the_lambda_api(
+    lambda_api: FakeLambdaApi, spawn_proxy: Any
+) -> None:
+    """X-Amzn-Trace-Id, as for a Function URL: the client's in the event's headers as sent, or
+    one the proxy made; either way on the Invoke call too, and in the access line."""
+    process = await start(spawn_proxy, lambda_api, "/echo=function:echo")
+    given = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
+        async with client.get(process.url + "/echo/made") as answer:
+            assert answer.status == 200
+        async with client.get(
+            process.url + "/echo/given", headers={"X-Amzn-Trace-Id": given}
+        ) as answer:
+            assert answer.status == 200
+    made_call, given_call = [call for call in lambda_api.calls if call.operation == INVOKE]
+    made = made_call.event["headers"]["x-amzn-trace-id"]
+    assert re.fullmatch(r"Root=1-[0-9a-f]{8}-[0-9a-f]{24}", made)
+    assert given_call.event["headers"]["x-amzn-trace-id"] == given
+    for call, trace_id in ((made_call, made), (given_call, given)):
+        assert [v for k, v in call.headers if k.lower() == "x-amzn-trace-id"] == [trace_id]
+    assert f"trace={made}" in await access_line(process, "/echo/made")
+    assert f"trace={given}" in await access_line(process, "/echo/given")

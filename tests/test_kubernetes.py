@@ -20,7 +20,9 @@ from typing import Any, Final
 import kubernetes_validate
 import pytest
 
-from proxy.app import FIRST_RESOLUTION_WAIT, HEALTH_PATH, RESERVED, create_app
+from proxy.access import is_loopback
+from proxy.admin import SERVED
+from proxy.app import FIRST_RESOLUTION_WAIT, HEALTH_PATH, METRICS_PATH, create_app
 from proxy.settings import (
     CONFIG_ENV,
     IdentityOptions,
@@ -33,10 +35,8 @@ from tests.conftest import ROOT
 from tests.container_files import expand, final, image_port, service
 from tests.kubernetes_files import (
     APP,
-    CONCURRENT_PROBES,
     DEPLOY,
     DOCS,
-    PROBE_MIB,
     PROBES,
     RESTING_RSS_MIB,
     VARIANTS,
@@ -46,14 +46,13 @@ from tests.kubernetes_files import (
     load_documents,
     manifests,
     mebibytes,
-    probe_command,
+    probe_request,
 )
 
 # The oldest Kubernetes these manifests run on with its default feature gates (native sidecars:
 # 1.29; the preStop sleep action: 1.30), and the newest the validator ships schemas for.
 KUBERNETES_VERSIONS: Final = ("1.30", "1.37")
 READY_PATH: Final = "/_proxy/ready"
-METRICS_PATH: Final = "/_proxy/metrics"
 
 
 @pytest.fixture
@@ -155,27 +154,24 @@ def test_the_proxy_is_a_native_sidecar_that_starts_before_the_app() -> None:
     assert window >= FIRST_RESOLUTION_WAIT + 10, "credentials' first wait, python's start-up"
 
 
-def test_probes_are_exec_calls_of_the_reserved_endpoints_on_the_configured_port() -> None:
-    """httpGet and tcpSocket probes connect to the pod's IP, which a loopback bind does not
-    answer: the probes run python's urllib inside the container, on 127.0.0.1."""
+def test_probes_ask_the_admin_listener_on_the_pods_ip(settings: Settings) -> None:
+    """The kubelet's httpGet probes connect to the pod's IP, which the loopback listener does not
+    answer: they ask the admin listener, bound to every address of the pod, on its port."""
     proxy = manifests("base").proxy
+    assert settings.admin_address is not None, "LAMBDA_URL_PROXY_ADMIN_LISTEN in the pod"
+    host, admin_port = settings.admin_address
+    assert host == "0.0.0.0" and is_loopback(settings.host), "admin on the pod's IP, not the rest"
     paths = {}
     for probe in PROBES:
-        command = probe_command(proxy, probe)
-        assert command[:2] == ["python", "-c"], "the image has python, not curl"
-        code, path = command[2:]
-        assert "http://127.0.0.1:" in code and env_name("port") in code
-        assert f"'{Settings.model_fields['port'].default}'" in code, "its fallback is the default"
-        assert "ProxyHandler({})" in code, "HTTP(S)_PROXY are for the upstream calls only"
-        timeout = re.search(r"timeout=(\d+)", code)
-        assert timeout and int(timeout[1]) < proxy[probe]["timeoutSeconds"]
+        port, path = probe_request(proxy, probe)
+        assert port == admin_port
         paths[probe] = path
     assert paths == {
         "startupProbe": HEALTH_PATH,
         "livenessProbe": HEALTH_PATH,
         "readinessProbe": READY_PATH,
     }
-    assert set(paths.values()) <= set(RESERVED)
+    assert set(paths.values()) <= set(SERVED), "what the admin listener serves"
 
 
 def test_the_port_agrees_everywhere(settings: Settings) -> None:
@@ -184,8 +180,11 @@ def test_the_port_agrees_everywhere(settings: Settings) -> None:
     assert port == image_port(), "the image's port: the same number in every guide"
     api_url = base.environment(base.app)["API_URL"]
     assert api_url == f"http://127.0.0.1:{port}", "the app calls it in its own pod"
-    assert int(base.pod["metadata"]["annotations"]["prometheus.io/port"]) == port
-    assert "ports" not in base.proxy, "a loopback listener: no port to declare on the pod's IP"
+    assert settings.admin_address is not None
+    admin_port = settings.admin_address[1]
+    assert int(base.pod["metadata"]["annotations"]["prometheus.io/port"]) == admin_port
+    declared = [(p["name"], p["containerPort"]) for p in base.proxy["ports"]]
+    assert declared == [("admin", admin_port)], "the loopback listener has no port on the pod's IP"
 
 
 def test_the_grace_period_covers_the_app_then_the_proxys_drain(settings: Settings) -> None:
@@ -244,10 +243,10 @@ def test_resources_are_sized_from_the_bench(settings: Settings) -> None:
         + 2 * settings.max_buffered_bodies / MiB
         + settings.max_connections * WAITING_UPLOAD_KIB / 1024
     )
-    bound = settings.workers * per_process + CONCURRENT_PROBES * PROBE_MIB
+    bound = settings.workers * per_process  # the probes are the kubelet's: no process here
     resources = manifests("base").proxy["resources"]
     assert mebibytes(resources["limits"]["memory"]) >= bound
-    assert mebibytes(resources["requests"]["memory"]) >= RESTING_RSS_MIB + PROBE_MIB
+    assert mebibytes(resources["requests"]["memory"]) >= RESTING_RSS_MIB
     assert cores(resources["limits"]["cpu"]) >= settings.workers, "a core per process"
 
 
@@ -269,8 +268,7 @@ def test_the_scrape_annotations_name_the_metrics_endpoint() -> None:
     annotations = manifests("base").pod["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/path"] == METRICS_PATH
-    if METRICS_PATH not in RESERVED:  # issue #15's metrics part: the docs say it is to come
-        assert "arrives with issue #15" in DOCS.read_text()
+    assert METRICS_PATH in SERVED, "the admin listener's, on the annotated port"
 
 
 def test_the_readme_points_here_where_it_runs() -> None:

@@ -162,15 +162,22 @@ text = st.text(alphabet=st.characters(codec="utf-8"), max_size=20)
     path=text,
     request_id=st.none() | text,
     detail=st.none() | text,
+    trace_id=st.none() | text,
     duration_ms=st.floats(min_value=0, max_value=1e7, allow_nan=False),
 )
 def test_the_json_line_is_what_json_dumps_writes(
-    created: float, path: str, request_id: str | None, detail: str | None, duration_ms: float
+    created: float,
+    path: str,
+    request_id: str | None,
+    detail: str | None,
+    trace_id: str | None,
+    duration_ms: float,
 ) -> None:
     formatter = logs.JsonFormatter()
     for exchange in [
         *EXCHANGES,
         Exchange("GET", path, "/fn", 502, 7, request_id, None, "upstream_unreachable", detail),
+        Exchange("GET", path, "/fn", 200, 7, request_id, trace_id=trace_id),
     ]:
         hint = logs.upstream_hint(exchange.status, exchange.error_type)
         line = formatter.access_line(created, "WARNING", exchange, duration_ms, hint)

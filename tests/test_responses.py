@@ -9,7 +9,7 @@ import time
 import pytest
 from aiohttp import ClientPayloadError
 
-from tests.conftest import RunningProxy
+from tests.conftest import RunningProxy, raw_exchange
 from tests.fake_function_url import FakeFunctionUrl, pattern
 
 
@@ -56,6 +56,17 @@ async def test_a_stream_ends_with_its_last_chunk_whatever_the_connection(
     head, _, body = answer.partition(b"\r\n\r\n")
     assert b"Transfer-Encoding: chunked" in head
     assert body == b"5\r\ntick\n\r\n" * 3 + b"0\r\n\r\n"
+
+
+async def test_an_http_1_0_stream_ends_with_the_connection(proxy: RunningProxy) -> None:
+    """An HTTP/1.0 client gets the whole body of an answer that streamed in, without chunked
+    coding (the end of the connection ends the body): the last part was once dropped with it."""
+    port = int(proxy.url.rsplit(":", 1)[1])
+    request = b"GET /fn/slow-stream/3/0.05 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    answer = await raw_exchange(port, request)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200")
+    assert body == b"tick\n" * 3
 
 
 async def test_content_length_is_kept(proxy: RunningProxy) -> None:

@@ -143,6 +143,14 @@ def test_clocks_are_kept_per_origin_and_report_the_measured_ones() -> None:
     assert clocks.status() == [{"host": "a", "offset_seconds": -599.5, "corrected": True}]
 
 
+def test_the_metrics_offsets_are_by_host_the_farther_of_two_origins() -> None:
+    clocks = Clocks(lambda: NOW, tell=False)
+    clocks.get(("https", "a", 443, None), "a").observe(date(NOW + 3))
+    clocks.get(("http", "a", 8080, None), "a").observe(date(NOW - TEN_MINUTES))
+    clocks.get(("https", "b", 443, None), "b")  # never answered: no figure
+    assert clocks.offsets() == {"a": -599.5}
+
+
 # --- Through the installed command -------------------------------------------------------------
 
 
