@@ -79,11 +79,11 @@ def request_header_lines(
     dropped = _dropped_raw(headers, DROPPED_REQUEST)
     prefixes = DROPPED_REQUEST_PREFIXES
     lines = [
-        b"%s: %s\r\n" % kv
+        b": ".join(kv)
         for kv in raw_headers
         if (lower := kv[0].lower()) not in dropped and not lower.startswith(prefixes)
     ]
-    block = b"".join(lines)
+    block = _joined(lines)
     # aiohttp's parser never yields a CR or LF inside a name or value; if one ever did, it
     # could smuggle a header into the signed request.
     if split_lines(block, len(lines)):
@@ -100,14 +100,19 @@ def response_header_lines(
     Access-Control-* headers: the proxy answers CORS itself (proxy/cors.py)."""
     dropped = _raw_names(DROPPED_RESPONSE, connection.decode("latin-1") if connection else "")
     if not cors:
-        return b"".join([b"%s: %s\r\n" % kv for kv in raw_headers if kv[0].lower() not in dropped])
-    return b"".join(
+        return _joined([b": ".join(kv) for kv in raw_headers if kv[0].lower() not in dropped])
+    return _joined(
         [
-            b"%s: %s\r\n" % kv
+            b": ".join(kv)
             for kv in raw_headers
             if (lower := kv[0].lower()) not in dropped and not lower.startswith(CORS_PREFIX)
         ]
     )
+
+
+def _joined(lines: list[bytes]) -> bytes:
+    """`name: value` pieces as header lines, each ended by CRLF (faster than a %-format each)."""
+    return b"\r\n".join(lines) + b"\r\n" if lines else b""
 
 
 def kept_names(names: Iterable[str], connection: bytes | None, cors: bool) -> list[str]:

@@ -124,6 +124,10 @@ _STATUS_COLOURS: Final = {2: "\x1b[32m", 3: "\x1b[36m", 4: "\x1b[33m", 5: "\x1b[
 _LEVEL_COLOURS: Final = {"WARNING": "\x1b[33m", "ERROR": "\x1b[31m", "CRITICAL": "\x1b[31m"}
 
 
+# The text access line: time, level, method, status, duration, bytes, route, path, upstream id.
+_ACCESS_LINE: Final = "%s,%03d %-7s %-7s %3s %8.1fms %9dB %-12s %s id=%s"
+
+
 class TextFormatter(logging.Formatter):
     """Readable lines; access lines in aligned columns, coloured on a terminal."""
 
@@ -158,21 +162,33 @@ class TextFormatter(logging.Formatter):
         duration_ms: float,
         hint: str | None,
     ) -> str:
-        status = exchange.status
-        if self.colour and (colour := _STATUS_COLOURS.get(status // 100)):
-            status_text = f"{colour}{status:3d}{_RESET}"
-        else:
-            status_text = f"{status:3d}"
-        line = (
-            f"{self._time(created)} {levelname:<7} {exchange.method:<7} {status_text} "
-            f"{duration_ms:>8.1f}ms {exchange.bytes_sent:>9}B {exchange.route:<12} "
-            f"{exchange.path} id={exchange.request_id or '-'}"
+        # One %-format: a third of the cost of the f-string with a format spec per field.
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        status: int | str = exchange.status
+        if self.colour and (colour := _STATUS_COLOURS.get(exchange.status // 100)):
+            status = f"{colour}{exchange.status:3d}{_RESET}"
+        line = _ACCESS_LINE % (
+            self._second_text,
+            int((created - second) * 1000),
+            levelname,
+            exchange.method,
+            status,
+            duration_ms,
+            exchange.bytes_sent,
+            exchange.route,
+            exchange.path,
+            exchange.request_id or "-",
         )
         if exchange.trace_id is not None:
-            line += f" trace={exchange.trace_id}"
+            line += " trace=" + exchange.trace_id
         if exchange.outcome or exchange.detail or hint:
             line += _outcome_text(exchange.outcome, exchange.detail, exchange.error_type, hint)
-        return self._coloured(line, levelname)
+        if self.colour:
+            return self._coloured(line, levelname)
+        return line
 
     def _coloured(self, line: str, levelname: str) -> str:
         if self.colour and (colour := _LEVEL_COLOURS.get(levelname)):

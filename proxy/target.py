@@ -90,7 +90,20 @@ def canonical_query(raw_query: str) -> str:
     return "&".join(f"{name}={value}" for name, value in pairs)
 
 
+# The targets seen most: a frontend asks for the same few paths again and again. Bounded in
+# entries and length, and filled only until full (no eviction to pay for on every miss).
+_SEEN: Final[dict[str, tuple[str, str]]] = {}
+SEEN_ENTRIES: Final = 1024
+SEEN_LENGTH: Final = 256
+
+
 def split_target(raw_target: str) -> tuple[str, str]:
     """(canonical path, canonical query) of a raw request-target such as `/a/../b?y=2&x=1`."""
+    split = _SEEN.get(raw_target)
+    if split is not None:
+        return split
     path, _, query = raw_target.partition("?")
-    return canonical_path(path), canonical_query(query)
+    split = canonical_path(path), canonical_query(query)
+    if len(_SEEN) < SEEN_ENTRIES and len(raw_target) <= SEEN_LENGTH:
+        _SEEN[raw_target] = split
+    return split

@@ -111,3 +111,32 @@ def test_any_query_becomes_sorted_and_stays_so(pairs: list[tuple[str, str]]) -> 
     assert canonical_query(query) == query
     decoded = [tuple(p.split("=")) for p in query.split("&")] if query else []
     assert decoded == sorted(decoded)
+
+
+def test_targets_seen_again_come_from_a_bounded_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same target twice is canonicalised once; the cache stops growing when full, never
+    keeps a long target, and never keeps a refusal (it is raised again, every time)."""
+    from proxy import target
+
+    monkeypatch.setattr(target, "_SEEN", {})
+    calls: list[str] = []
+    real = target.canonical_path
+
+    def counted(raw: str) -> str:
+        calls.append(raw)
+        return real(raw)
+
+    monkeypatch.setattr(target, "canonical_path", counted)
+    assert split_target("/a/../b?y=2&x=1") == ("/b", "x=1&y=2")
+    assert split_target("/a/../b?y=2&x=1") == ("/b", "x=1&y=2")
+    assert calls == ["/a/../b"]
+    long = "/" + "x" * target.SEEN_LENGTH
+    split_target(long)
+    assert long not in target._SEEN
+    for _ in range(2):
+        with pytest.raises(BadRequest):
+            split_target("/a%zz")
+    assert "/a%zz" not in target._SEEN
+    for index in range(target.SEEN_ENTRIES + 10):
+        split_target(f"/n{index}")
+    assert len(target._SEEN) == target.SEEN_ENTRIES
