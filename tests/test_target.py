@@ -113,6 +113,36 @@ def test_any_query_becomes_sorted_and_stays_so(pairs: list[tuple[str, str]]) -> 
     assert decoded == sorted(decoded)
 
 
+query_text = st.lists(
+    st.sampled_from([*"aZ09-._~+=&%/?! ", "%41", "%2f", "%7E", "\u00e9", "%zz"]), max_size=12
+).map("".join)
+
+
+@given(query_text)
+def test_an_unreserved_name_or_value_is_kept_as_it_is_decoding_would_give_it_back(
+    raw: str,
+) -> None:
+    """canonical_query skips decoding and encoding a part made of unreserved characters only:
+    its answer (or its refusal) is what decoding and re-encoding every part gives."""
+    from proxy.target import _decode, _encode
+
+    def every_part_decoded(raw: str) -> str:
+        pairs = []
+        for part in raw.split("&"):
+            if part:
+                name, _, value = part.partition("=")
+                pairs.append((_encode(_decode(name, "q")), _encode(_decode(value, "q"))))
+        return "&".join(f"{name}={value}" for name, value in sorted(pairs))
+
+    try:
+        expected = every_part_decoded(raw)
+    except BadRequest:
+        with pytest.raises(BadRequest):
+            canonical_query(raw)
+        return
+    assert canonical_query(raw) == expected
+
+
 def test_targets_seen_again_come_from_a_bounded_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same target twice is canonicalised once; the cache stops growing when full, never
     keeps a long target, and never keeps a refusal (it is raised again, every time)."""
