@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -154,12 +155,12 @@ def callgrind_totals(text: str) -> int:
     return int(found.group(1))
 
 
-def summarize(runs: dict[str, list[float]]) -> list[dict[str, Any]]:
+def summarize(runs: Sequence[tuple[str, list[float]]]) -> list[dict[str, Any]]:
     """Per command (in the order given): the median of its runs' instructions per request and
     the ratio of that median to the first command's."""
     rows: list[dict[str, Any]] = []
     first: float | None = None
-    for command, per_request in runs.items():
+    for command, per_request in runs:
         median = statistics.median(per_request)
         first = median if first is None else first
         rows.append(
@@ -287,9 +288,9 @@ def count_once(
     command: str,
     upstream_port: int,
     options: Options,
-) -> float:
+) -> tuple[float, float]:
     """Start `command` under callgrind, warm it up, count `options.requests` requests, stop it:
-    the instructions per request."""
+    the instructions per request, and the seconds the counted requests took."""
     variables, program = split_command(command)
     env = {**proxy_environment(workdir), **variables}
     out = workdir / f"{label}.callgrind"
@@ -313,7 +314,9 @@ def count_once(
         if options.warmup:
             drive(port, options.scenario, options.warmup, min(options.concurrency, options.warmup))
         control(service, "--instr=on")
+        counting = time.perf_counter()
         drive(port, options.scenario, options.requests, options.concurrency)
+        seconds = time.perf_counter() - counting
         control(service, "--instr=off")
         control(service, "--dump")
     except Failed as error:
@@ -328,7 +331,7 @@ def count_once(
         shutil.copyfile(dumps[-1], options.keep / out.name)
     for path in workdir.glob(f"{out.name}*"):
         path.unlink()
-    return totals / options.requests
+    return totals / options.requests, seconds
 
 
 def valgrind_version() -> str:
@@ -356,7 +359,8 @@ def run(options: Options) -> dict[str, Any]:
             "loadavg_at_start": os.getloadavg(),
         },
     }
-    runs: dict[str, list[float]] = {command: [] for command in options.commands}
+    runs: list[tuple[str, list[float]]] = [(command, []) for command in options.commands]
+    result["runs"] = []
     with (
         tempfile.TemporaryDirectory(prefix="bench-instructions-") as folder,
         Processes(Path(folder)) as processes,
@@ -368,13 +372,18 @@ def run(options: Options) -> dict[str, Any]:
             for repetition in range(options.repeat):  # interleaved: a drift touches all alike
                 for n, command in enumerate(options.commands):
                     label = f"proxy-{n + 1}-run-{repetition + 1}"
-                    per_request = count_once(
+                    per_request, seconds = count_once(
                         processes, workdir, label, command, upstream_port, options
                     )
-                    runs[command].append(per_request)
+                    runs[n][1].append(per_request)
+                    result["runs"].append(
+                        {"label": label, "command": command, "per_request": per_request}
+                        | {"counted_seconds": seconds}
+                    )
                     print(
                         f"  [{repetition + 1}/{options.repeat}] {command}: "
-                        f"{per_request:,.0f} instructions per request",
+                        f"{per_request:,.0f} instructions per request "
+                        f"({options.requests} requests in {seconds:.1f} s under callgrind)",
                         file=sys.stderr,
                         flush=True,
                     )

@@ -105,10 +105,10 @@ def test_the_dumps_totals_line_is_read_not_its_summary() -> None:
 
 def test_the_table_gives_each_commands_median_and_its_ratio_to_the_first() -> None:
     rows = instructions.summarize(
-        {
-            "env PYTHONPATH=/tmp/base python -m proxy": [335_000.0, 340_000.0, 334_000.0],
-            "lambda-url-proxy": [322_000.0, 321_000.0, 330_000.0],
-        }
+        [
+            ("env PYTHONPATH=/tmp/base python -m proxy", [335_000.0, 340_000.0, 334_000.0]),
+            ("lambda-url-proxy", [322_000.0, 321_000.0, 330_000.0]),
+        ]
     )
     assert [row["median"] for row in rows] == [335_000.0, 322_000.0]
     assert [round(row["ratio"], 4) for row in rows] == [1.0, round(322 / 335, 4)]
