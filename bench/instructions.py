@@ -246,7 +246,9 @@ def drive(port: int, scenario: Scenario, total: int, concurrency: int) -> None:
     for thread in threads:
         thread.join()
     if errors:
-        raise Failed(f"{len(errors)} client(s) failed; the first: {errors[0]!r}")
+        first = errors[0]
+        said = str(first) if isinstance(first, Failed) else f"{type(first).__name__}: {first}"
+        raise Failed(f"{len(errors)} of {concurrency} client(s) failed; the first: {said}")
 
 
 def check_signed(port: int) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from bench import instructions, micro, nginx
 from bench.instructions import callgrind_totals, parse_args, shares, split_command
+from bench.load import Scenario
 from bench.procs import Processes
 from bench.standin import StandIn
 from tests.conftest import PYTHON, ROOT
@@ -238,3 +239,11 @@ def test_without_nginx_the_count_runs_against_the_stand_in_and_says_so(
         finally:
             connection.close()
         assert processes.services == []  # no nginx started
+
+
+def test_a_wrong_answer_fails_the_count_saying_what_came() -> None:
+    """Nothing is counted over wrong answers: the first one ends the run with what it was."""
+    wrong = Scenario("get_small", "GET small JSON", "GET", "/headers", connections=10)
+    with StandIn() as stand_in, pytest.raises(instructions.Failed) as failed:
+        instructions.drive(stand_in.port, wrong, total=20, concurrency=4)
+    assert "GET /headers answered 200 b'\\n', not 200 b'{\"message\"" in str(failed.value)
