@@ -1,4 +1,4 @@
-"""Instructions per request, counted by callgrind: a figure that repeats to within about 0.5 %
+"""Instructions per request, counted by callgrind: a figure that repeats to within about 1 %
 where CPU time under wrk moves by +-20 % on this shared VM (issue #16, bench/README.md).
 
     python -m bench.instructions [CMD ...] [--requests N] [--concurrency C]
@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +44,7 @@ from bench.procs import Processes, Service
 from bench.standin import StandIn
 
 INSTALL_HINT: Final = "install it with: apt-get update && apt-get install -y valgrind"
-START_TIMEOUT: Final = 120.0  # seconds: a Python program starts in 10-20 s under valgrind
+START_TIMEOUT: Final = 120.0  # seconds: the proxy takes about 10 s to start under valgrind
 CONTROL_TIMEOUT: Final = 60.0  # callgrind_control waits for the proxy to read its command
 ASSIGNMENT: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
@@ -187,7 +187,7 @@ def render(rows: list[dict[str, Any]], heading: str) -> str:
 
 
 @contextlib.contextmanager
-def upstream(processes: Processes, workdir: Path) -> Any:
+def upstream(processes: Processes, workdir: Path) -> Iterator[tuple[int, str]]:
     """(port, description): the bench's nginx if it is installed, else the asyncio stand-in."""
     try:
         tools = nginx.find_tools()
