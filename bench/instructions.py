@@ -201,7 +201,10 @@ def upstream(processes: Processes, workdir: Path) -> Iterator[tuple[int, str]]:
     conf = workdir / "upstream.conf"
     conf.write_text(nginx.upstream_conf(workdir, port, tools.echo_module, big))
     service = processes.start("upstream", [tools.nginx, "-c", str(conf), "-p", str(workdir)])
-    procs.wait_until_answers(service, f"http://127.0.0.1:{port}/_bench/health")
+    try:
+        procs.wait_until_answers(service, f"http://127.0.0.1:{port}/_bench/health")
+    except RuntimeError as error:
+        raise Failed(f"the upstream: {error}") from None
     yield port, f"nginx {tools.nginx_version} (bench/nginx.py)"
 
 
@@ -258,6 +261,8 @@ def check_signed(port: int) -> None:
         connection.request("GET", "/headers")
         response = connection.getresponse()
         body = response.read()
+    except (OSError, http.client.HTTPException) as error:
+        raise Failed(f"GET /headers through the proxy: {type(error).__name__}: {error}") from None
     finally:
         connection.close()
     expected = f"AWS4-HMAC-SHA256 Credential={micro.ACCESS_KEY}/".encode()
@@ -269,18 +274,15 @@ def check_signed(port: int) -> None:
 
 
 def control(service: Service, *flags: str) -> None:
-    result = subprocess.run(
-        ["callgrind_control", *flags, str(service.pid)],
-        capture_output=True,
-        text=True,
-        timeout=CONTROL_TIMEOUT,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise Failed(
-            f"callgrind_control {' '.join(flags)} {service.pid} failed: "
-            f"{result.stdout}{result.stderr}\nthe proxy's log:\n{service.log_tail()}"
+    argv = ["callgrind_control", *flags, str(service.pid)]
+    try:
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=CONTROL_TIMEOUT, check=False
         )
+    except subprocess.TimeoutExpired:
+        raise Failed(f"{shlex.join(argv)} had no answer within {CONTROL_TIMEOUT:g} s") from None
+    if result.returncode != 0:
+        raise Failed(f"{shlex.join(argv)} failed: {result.stdout}{result.stderr}")
 
 
 def count_once(

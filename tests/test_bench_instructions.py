@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import instructions, micro, nginx
+from bench import instructions, micro, nginx, procs
 from bench.instructions import callgrind_totals, parse_args, shares, split_command
 from bench.load import Scenario
 from bench.procs import Processes
@@ -221,6 +221,8 @@ def test_the_signature_check_wants_the_bench_keys() -> None:
     assert micro.ACCESS_KEY == "AKIAIOSFODNN7EXAMPLE"
     with StandIn() as stand_in, pytest.raises(instructions.Failed, match="did not sign"):
         instructions.check_signed(stand_in.port)  # nothing in between: no Authorization at all
+    with pytest.raises(instructions.Failed, match="GET /headers through the proxy: Connection"):
+        instructions.check_signed(procs.free_port())  # a proxy gone: said, not a traceback
 
 
 def test_without_nginx_the_count_runs_against_the_stand_in_and_says_so(
