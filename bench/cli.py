@@ -36,6 +36,7 @@ ONE_MIB: Final = 1 << 20
 PARTS: Final = ("micro", "startup", "load", "ttfb", "stream", "hostile")
 SCENARIOS: Final = (
     Scenario("get_small", "GET small JSON", "GET", "/small", connections=50),
+    Scenario("get_distinct", "GET small, each distinct", "GET", "/small", 50, distinct=True),
     Scenario("post_10k", "POST 10 KiB", "POST", "/post", connections=50, body_bytes=10240),
     Scenario("get_1m", "GET 1 MiB streamed", "GET", "/bytes/1m", connections=10),
 )

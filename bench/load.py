@@ -35,6 +35,9 @@ class Scenario:
     connections: int
     body_bytes: int = 0
     expect_bytes: int | None = None
+    # Each request's target its own (`?n=<count>`): what the proxy caches by target or by
+    # signature (requests alike within a second share one) never helps.
+    distinct: bool = False
 
 
 def wrk_script(scenario: Scenario, folder: Path) -> Path:
@@ -42,6 +45,14 @@ def wrk_script(scenario: Scenario, folder: Path) -> Path:
     if scenario.body_bytes:
         lines.append(f'wrk.body = string.rep("x", {scenario.body_bytes})')
         lines.append('wrk.headers["Content-Type"] = "application/octet-stream"')
+    if scenario.distinct:
+        lines += [
+            "local count = 0",
+            "request = function()",
+            "  count = count + 1",
+            '  return wrk.format(nil, wrk.path .. "?n=" .. count)',
+            "end",
+        ]
     path = folder / f"wrk-{scenario.name}.lua"
     path.write_text("\n".join(lines) + "\n" + _REPORT)
     return path

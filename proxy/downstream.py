@@ -32,7 +32,7 @@ from proxy._aiohttp import Written, written
 from proxy.cors import CorsPolicy
 from proxy.errors import ERROR_HEADER, ProxyError
 from proxy.exchange import Exchange
-from proxy.headers import kept_names, response_header_lines
+from proxy.headers import kept_names
 from proxy.upstream import Head, Malformed
 from proxy.wire import LAST_CHUNK, NO_BODY_STATUSES, Version, connection_line, status_line
 
@@ -128,7 +128,7 @@ def whole(
     the hop-by-hop ones; a length if it came chunked; no Server or Content-Type invented."""
     version = _version(request)
     keep_alive = keeps_alive(request)
-    lines = response_header_lines(head.raw, head.connection, cors.enabled)
+    lines = head.lines_for(cors.enabled)
     if (capture := exchange.capture) is not None:  # the inspector's: capped when recorded
         capture.response_lines, capture.response_body = lines, body
     parts = [status_line(version, head.status, head.reason), lines, _cors(request, cors, head)]
@@ -161,7 +161,7 @@ async def stream(
     bodiless = request.method == "HEAD" or head.status in NO_BODY_STATUSES
     chunked = not head.has_length and not bodiless and version >= HTTP_11
     keep_alive = keep_alive and (head.has_length or bodiless or chunked)
-    lines = response_header_lines(head.raw, head.connection, cors.enabled)
+    lines = head.lines_for(cors.enabled)
     if (capture := exchange.capture) is not None:
         capture.response_lines = lines
     parts = [

@@ -83,7 +83,7 @@ def request_header_lines(
         for kv in raw_headers
         if (lower := kv[0].lower()) not in dropped and not lower.startswith(prefixes)
     ]
-    block = _joined(lines)
+    block = joined_lines(lines)
     # aiohttp's parser never yields a CR or LF inside a name or value; if one ever did, it
     # could smuggle a header into the signed request.
     if split_lines(block, len(lines)):
@@ -100,8 +100,8 @@ def response_header_lines(
     Access-Control-* headers: the proxy answers CORS itself (proxy/cors.py)."""
     dropped = _raw_names(DROPPED_RESPONSE, connection.decode("latin-1") if connection else "")
     if not cors:
-        return _joined([b": ".join(kv) for kv in raw_headers if kv[0].lower() not in dropped])
-    return _joined(
+        return joined_lines([b": ".join(kv) for kv in raw_headers if kv[0].lower() not in dropped])
+    return joined_lines(
         [
             b": ".join(kv)
             for kv in raw_headers
@@ -110,7 +110,7 @@ def response_header_lines(
     )
 
 
-def _joined(lines: list[bytes]) -> bytes:
+def joined_lines(lines: list[bytes]) -> bytes:
     """`name: value` pieces as header lines, each ended by CRLF (faster than a %-format each)."""
     return b"\r\n".join(lines) + b"\r\n" if lines else b""
 

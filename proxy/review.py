@@ -70,7 +70,7 @@ async def review(
                 # The second refusal is told as it is: no third attempt, whatever it says.
                 diagnosis = Diagnosis(diagnosis.code, f"{diagnosis.explanation} (after a retry)")
     if diagnosis is not None:
-        head.raw.append((HEADER, diagnosis.code.encode()))
+        head.add(HEADER, diagnosis.code.encode())
         exchange.hint = diagnosis.explanation
     return wire, head
 

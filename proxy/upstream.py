@@ -25,7 +25,13 @@ from typing import Final
 
 import httptools
 
-from proxy.headers import holds_control_bytes
+from proxy.headers import (
+    CORS_PREFIX,
+    DROPPED_RESPONSE,
+    holds_control_bytes,
+    joined_lines,
+    response_header_lines,
+)
 from proxy.routing import HttpProxy, Origin, Upstream
 from proxy.skew import Clocks
 
@@ -75,6 +81,27 @@ class Head:
     date: bytes | None = None  # AWS's clock (proxy/skew.py)
     request_id: str | None = None
     error_type: str | None = None
+    # Its header lines for the client, less the hop-by-hop ones, made as the parser went by
+    # them (None: not made); and whether it has Access-Control-* headers, which CORS drops.
+    lines: bytes | None = None
+    has_cors: bool = False
+
+    def lines_for(self, cors: bool) -> bytes:
+        """headers.response_header_lines() of this answer: the lines made while parsing, unless
+        its Connection header names more headers to drop, or CORS drops some."""
+        if (
+            self.lines is not None
+            and (self.connection is None or self.connection.lower() in _PLAIN_CONNECTION)
+            and not (cors and self.has_cors)
+        ):
+            return self.lines
+        return response_header_lines(self.raw, self.connection, cors)
+
+    def add(self, name: bytes, value: bytes) -> None:
+        """A header the proxy adds to the answer (proxy/review.py's diagnosis)."""
+        self.raw.append((name, value))
+        if self.lines is not None:
+            self.lines += b"%s: %s\r\n" % (name, value)
 
     @property
     def names(self) -> list[str]:
@@ -92,6 +119,12 @@ _NOTED: Final = {
     b"x-amzn-errortype": _ERROR_TYPE,
     b"transfer-encoding": _ENCODING,
 }
+
+
+# The hop-by-hop headers the parser drops as it goes (those it notes are dropped in their turn).
+_HOP_BY_HOP: Final = frozenset(name.encode() for name in DROPPED_RESPONSE)
+# Connection values that name no header to drop.
+_PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close"})
 
 
 def _text(value: bytes) -> str:
@@ -194,10 +227,19 @@ class Wire(asyncio.Protocol):
             raise Malformed(CONTROL_CHARACTER)
         head = Head(status, reason, self._raw)
         chunked = False
-        for name, value in self._raw:
-            noted = _NOTED.get(name.lower())
+        kept = []  # the client's lines, made in this one pass over the headers
+        for header in self._raw:
+            name, value = header
+            lower = name.lower()
+            noted = _NOTED.get(lower)
             if noted is None:
+                if lower not in _HOP_BY_HOP:
+                    kept.append(b": ".join(header))
+                    if lower.startswith(CORS_PREFIX):
+                        head.has_cors = True
                 continue
+            if noted != _CONNECTION and noted != _ENCODING:
+                kept.append(b": ".join(header))
             if noted == _CONNECTION:
                 head.connection = (
                     value if head.connection is None else head.connection + b"," + value
@@ -213,6 +255,7 @@ class Wire(asyncio.Protocol):
                 head.error_type = _text(value)
             else:
                 chunked = value.rpartition(b",")[2].strip().lower() == b"chunked"
+        head.lines = joined_lines(kept)
         self._keep_alive = self._parser.should_keep_alive()
         self._until_close = not (
             head.has_length or chunked or self._skip_body or status in (204, 304)

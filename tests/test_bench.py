@@ -77,3 +77,52 @@ def test_a_peer_on_the_path_signs_for_lambda_in_front_of_the_upstream(
         "--host": "127.0.0.1:9001",
         "--upstream-url-scheme": "http",
     }
+
+
+def test_the_distinct_scenario_sends_every_request_to_its_own_target(tmp_path: Path) -> None:
+    """`get_distinct` exists to defeat the proxy's caches (targets, signatures): wrk, driven by
+    the script the bench writes, must send each request to a target no other request had."""
+    import shutil
+    import socket
+    import threading
+
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        pytest.skip("wrk is not installed (apt-get install wrk; .ci/run does)")
+    from bench import load
+
+    scenario = next(s for s in cli.SCENARIOS if s.name == "get_distinct")
+    script = load.wrk_script(scenario, tmp_path)
+    targets: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def serve() -> None:
+        # wrk first connects once and hangs up (its check of the address): serve each in turn.
+        with listener:
+            for _ in range(5):
+                connection, _ = listener.accept()
+                connection.settimeout(5)
+                with connection:
+                    buffered = b""
+                    while len(targets) < 200:
+                        data = connection.recv(65536)
+                        if not data:
+                            break
+                        buffered += data
+                        while b"\r\n\r\n" in buffered:
+                            head, _, buffered = buffered.partition(b"\r\n\r\n")
+                            targets.append(head.split(b" ")[1])
+                            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                if len(targets) >= 200:
+                    return
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    port = listener.getsockname()[1]
+    single = load.Scenario(**{**vars(scenario), "connections": 1})
+    load.run_wrk(wrk, f"http://127.0.0.1:{port}", single, 1, script)
+    server.join(10)
+    assert len(targets) >= 20
+    assert len(set(targets)) == len(targets)
+    assert all(target.startswith(b"/small?n=") for target in targets)

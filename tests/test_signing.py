@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import UTC, datetime
+from typing import Any
 from unittest import mock
 from urllib.parse import quote
 
@@ -173,3 +174,61 @@ def test_amz_clock_formats_once_per_second() -> None:
     assert clock() is first  # same second: the same string, not formatted again
     now[0] += 0.2
     assert clock() == "20231114T221321Z"
+
+
+def test_requests_alike_within_a_second_share_one_signature(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """sign_request computes once per second what a signature depends on, and gives back exactly
+    what computing it again would; anything that differs (credentials, path, query, body hash,
+    method, region, host, the second) signs afresh; the cache is emptied each new second and
+    never grows past SIGNED_ENTRIES."""
+    from proxy import signing
+
+    monkeypatch.setattr(signing, "_SIGNED", {})
+    computed: list[tuple[object, ...]] = []  # authorization() runs once per signature computed
+    counted_authorization = signing.authorization
+
+    def counted(*args: Any) -> str:
+        computed.append(args)
+        return counted_authorization(*args)
+
+    def real(*args: Any) -> str:  # signed afresh: the cache emptied
+        signing._SIGNED.clear()
+        return sign_request(*args)
+
+    monkeypatch.setattr(signing, "authorization", counted)
+    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", None)
+    base = ("GET", "h.example", "/a", "x=1", EMPTY_SHA256, creds, "us-east-1", "lambda")
+    expected_first = real(*base, "20261201T190000Z")
+    signing._SIGNED.clear()
+    computed.clear()
+    first = sign_request(*base, "20261201T190000Z")
+    assert first == expected_first
+    assert sign_request(*base, "20261201T190000Z") == first
+    assert len(computed) == 1
+    others = [
+        ("POST", *base[1:]),
+        (base[0], "other.example", *base[2:]),
+        (*base[:2], "/b", *base[3:]),
+        (*base[:3], "x=2", *base[4:]),
+        (*base[:4], hashlib.sha256(b"body").hexdigest(), *base[5:]),
+        (*base[:5], Credentials(creds.access_key, creds.secret_key, "token"), *base[6:]),
+        (*base[:5], Credentials("AKIDOTHER", creds.secret_key, None), *base[6:]),
+        (*base[:6], "eu-west-1", base[7]),
+    ]
+    expected = [real(*other, "20261201T190000Z") for other in others]
+    signing._SIGNED.clear()
+    sign_request(*base, "20261201T190000Z")
+    computed.clear()
+    for other, lines in zip(others, expected, strict=True):
+        assert sign_request(*other, "20261201T190000Z") == lines != first
+    assert len(computed) == len(others)
+    assert len(signing._SIGNED) == 1 + len(others)
+    later = sign_request(*base, "20261201T190001Z")  # the next second: signed again
+    assert later != first and len(computed) == 1 + len(others)
+    assert list(signing._SIGNED) == [(*base, "20261201T190001Z")]  # the last second's gone
+    for index in range(signing.SIGNED_ENTRIES + 5):
+        path = f"/n{index}"
+        sign_request("GET", "h.example", path, "", EMPTY_SHA256, creds, "us-east-1", "lambda", "t")
+    assert len(signing._SIGNED) == signing.SIGNED_ENTRIES

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.headers import response_header_lines
 from proxy.upstream import HIGH_WATER, Malformed, UpstreamBroken, Wire
 
 
@@ -224,3 +225,51 @@ def test_bytes_after_a_complete_answer_end_the_connection(loop: asyncio.Abstract
     wire.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n")
     assert wire.done and wire.error is None and wire.read_nowait() == b"ok"
     assert transport.closed and not wire.reusable
+
+
+header_name = st.one_of(
+    token.map(lambda t: ("x-" + t).encode()),
+    st.sampled_from(
+        [
+            b"Connection", b"CONNECTION", b"Keep-Alive", b"TE", b"Trailer", b"Upgrade",
+            b"Proxy-Authenticate", b"Proxy-Connection", b"Content-Type", b"Date", b"Set-Cookie",
+            b"x-amzn-RequestId", b"x-amzn-ErrorType", b"Access-Control-Allow-Origin",
+            b"access-control-expose-headers", b"X-Named", b"Vary",
+        ]
+    ),
+)  # fmt: skip
+connection_value = st.sampled_from(
+    [b"keep-alive", b"close", b"Keep-Alive", b"CLOSE", b"X-Named", b"close, x-named", b"upgrade"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    headers=st.lists(st.tuples(header_name, value), max_size=10),
+    connection=st.lists(connection_value, max_size=2),
+    cors=st.booleans(),
+    cuts=st.lists(st.integers(0, 400), max_size=4),
+)
+def test_the_lines_made_while_parsing_are_the_filters(
+    loop: asyncio.AbstractEventLoop,
+    headers: list[tuple[bytes, bytes]],
+    connection: list[bytes],
+    cors: bool,
+    cuts: list[int],
+) -> None:
+    """The client's header lines the parser makes as it goes (Head.lines_for) are exactly what
+    the pure filter (headers.response_header_lines) gives, for any headers, any Connection
+    header naming more to drop, CORS on or off, and any split of the answer."""
+    headers = [(name, b"keep-alive" if name.lower() == b"connection" else v) for name, v in headers]
+    headers += [(b"Connection", named) for named in connection]
+    data = b"HTTP/1.1 200 OK\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in headers)
+    data += b"Content-Length: 2\r\n\r\nok"
+    wire, _ = wire_for(loop)
+    feed(wire, data, [cut for cut in cuts if cut < len(data)], eof=False)
+    assert wire.error is None
+    head = wire._head
+    assert head is not None and head.lines is not None
+    joined = b",".join(v for n, v in head.raw if n.lower() == b"connection") or None
+    assert head.lines_for(cors) == response_header_lines(head.raw, joined, cors)
+    head.add(b"X-Proxy-Diagnosis", b"clock_skew")  # as proxy/review.py adds one
+    assert head.lines_for(cors) == response_header_lines(head.raw, joined, cors)
