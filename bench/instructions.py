@@ -2,7 +2,7 @@
 where CPU time under wrk moves by +-20 % on this shared VM (issue #16, bench/README.md).
 
     python -m bench.instructions [CMD ...] [--requests N] [--concurrency C]
-                                 [--scenario get_small|post_10k] [--repeat K]
+                                 [--scenario get_small|get_distinct|post_10k] [--repeat K]
 
 Each proxy command (default: the installed `lambda-url-proxy`) is started in turn under
 `valgrind --tool=callgrind --instr-atstart=no` with the bench's environment and arguments
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import itertools
 import json
 import os
 import platform
@@ -50,7 +51,11 @@ ASSIGNMENT: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 
 # The bench's scenarios this counts, and what the upstream answers to each, byte for byte.
-ANSWERS: Final = {"get_small": nginx.SMALL_JSON.encode(), "post_10k": b'{"received": true}'}
+ANSWERS: Final = {
+    "get_small": nginx.SMALL_JSON.encode(),
+    "get_distinct": nginx.SMALL_JSON.encode(),  # each request its own target: `?n=<count>`
+    "post_10k": b'{"received": true}',
+}
 SCENARIOS: Final = {s.name: s for s in cli.SCENARIOS if s.name in ANSWERS}
 
 
@@ -211,22 +216,33 @@ def upstream(processes: Processes, workdir: Path) -> Iterator[tuple[int, str]]:
 # --- the client ---------------------------------------------------------------------------------
 
 
-def exchange(connection: http.client.HTTPConnection, scenario: Scenario) -> None:
+def exchange(connection: http.client.HTTPConnection, scenario: Scenario, number: int = 0) -> None:
+    """One request of the scenario and its answer checked; `number` makes the target of a
+    distinct scenario its own, as the bench's wrk script does."""
+    target = f"{scenario.path}?n={number}" if scenario.distinct else scenario.path
     body = b"x" * scenario.body_bytes if scenario.body_bytes else None
-    connection.request(scenario.method, scenario.path, body=body)
+    connection.request(scenario.method, target, body=body)
     response = connection.getresponse()
     answer = response.read()
     if response.status != 200 or answer != ANSWERS[scenario.name]:
         raise Failed(
-            f"{scenario.method} {scenario.path} answered {response.status} {answer[:200]!r}, "
+            f"{scenario.method} {target} answered {response.status} {answer[:200]!r}, "
             f"not 200 {ANSWERS[scenario.name][:60]!r}"
         )
 
 
-def drive(port: int, scenario: Scenario, total: int, concurrency: int) -> None:
+def drive(
+    port: int,
+    scenario: Scenario,
+    total: int,
+    concurrency: int,
+    numbers: Iterator[int] | None = None,
+) -> None:
     """`total` requests from `concurrency` keep-alive connections at once; Failed on the first
-    wrong answer (the others stop at their next request)."""
+    wrong answer (the others stop at their next request). `numbers` (shared by the threads:
+    `next` on an itertools.count is atomic) numbers the requests of a distinct scenario."""
     errors: list[BaseException] = []
+    numbers = itertools.count(1) if numbers is None else numbers
 
     def client(count: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -234,7 +250,7 @@ def drive(port: int, scenario: Scenario, total: int, concurrency: int) -> None:
             for _ in range(count):
                 if errors:
                     return
-                exchange(connection, scenario)
+                exchange(connection, scenario, next(numbers))
         except (Failed, OSError, http.client.HTTPException) as error:
             errors.append(error)
         finally:
@@ -315,11 +331,13 @@ def count_once(
         raise Failed(str(error)) from None
     try:
         check_signed(port)
+        numbers = itertools.count(1)  # distinct targets stay distinct after the warm-up
         if options.warmup:
-            drive(port, options.scenario, options.warmup, min(options.concurrency, options.warmup))
+            concurrency = min(options.concurrency, options.warmup)
+            drive(port, options.scenario, options.warmup, concurrency, numbers)
         control(service, "--instr=on")
         counting = time.perf_counter()
-        drive(port, options.scenario, options.requests, options.concurrency)
+        drive(port, options.scenario, options.requests, options.concurrency, numbers)
         seconds = time.perf_counter() - counting
         control(service, "--instr=off")
         control(service, "--dump")

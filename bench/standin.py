@@ -19,15 +19,17 @@ class StandIn:
 
     def __init__(self) -> None:
         self.port = 0
+        self.targets: list[bytes] = []  # every request's target, in order
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="upstream", daemon=True)
 
     @staticmethod
     def answer(target: bytes, authorization: bytes) -> bytes:
-        if target == b"/post":
+        path = target.partition(b"?")[0]
+        if path == b"/post":
             body = b'{"received": true}'
-        elif target == b"/headers":
+        elif path == b"/headers":
             body = authorization + b"\n"
         else:
             body = nginx.SMALL_JSON.encode()
@@ -44,6 +46,7 @@ class StandIn:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.split(b"\r\n")
                 target = lines[0].split(b" ")[1]
+                self.targets.append(target)
                 fields = {
                     name.strip().lower(): value.strip()
                     for name, _, value in (line.partition(b":") for line in lines[1:] if line)

@@ -5,6 +5,7 @@ valgrind (slow; skipped where valgrind is not installed)."""
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import re
 import shutil
@@ -249,3 +250,18 @@ def test_a_wrong_answer_fails_the_count_saying_what_came() -> None:
     with StandIn() as stand_in, pytest.raises(instructions.Failed) as failed:
         instructions.drive(stand_in.port, wrong, total=20, concurrency=4)
     assert "GET /headers answered 200 b'\\n', not 200 b'{\"message\"" in str(failed.value)
+
+
+def test_get_distinct_gives_every_request_its_own_target_through_warm_up_and_count() -> None:
+    """As the bench's wrk script does (`?n=<count>`): no cache of the proxy's (signatures of
+    requests alike, canonical targets) helps, in the warm-up or in the counted requests."""
+    scenario = parse_args(["--scenario", "get_distinct"]).scenario
+    numbers = itertools.count(1)
+    with StandIn() as stand_in:
+        instructions.drive(stand_in.port, scenario, total=30, concurrency=3, numbers=numbers)
+        instructions.drive(stand_in.port, scenario, total=50, concurrency=7, numbers=numbers)
+        targets = list(stand_in.targets)
+    assert sorted(targets) == sorted(b"/small?n=%d" % n for n in range(1, 81))
+    with StandIn() as stand_in:
+        instructions.drive(stand_in.port, instructions.SCENARIOS["get_small"], 20, 4)
+        assert set(stand_in.targets) == {b"/small"}
