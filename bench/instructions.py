@@ -181,7 +181,13 @@ def render(rows: list[dict[str, Any]], heading: str) -> str:
         f"{'command':<{width}}  {'instr/request':>13}  {'ratio':>6}  runs",
     ]
     for row in rows:
-        runs = ", ".join(f"{value:,.0f}" for value in row["runs"])
+        # A run's counted seconds beside its count: time-driven work (timer ticks, what is
+        # made once a second) is counted per second, so a slow run counts more (README).
+        seconds = row.get("seconds") or [None] * len(row["runs"])
+        runs = ", ".join(
+            f"{value:,.0f}" + (f" ({took:.0f} s)" if took is not None else "")
+            for value, took in zip(row["runs"], seconds, strict=True)
+        )
         lines.append(
             f"{row['command']:<{width}}  {row['median']:>13,.0f}  {row['ratio']:>6.3f}  {runs}"
         )
@@ -410,6 +416,8 @@ def run(options: Options) -> dict[str, Any]:
                         flush=True,
                     )
     result["rows"] = summarize(runs)
+    for n, row in enumerate(result["rows"]):
+        row["seconds"] = [r["counted_seconds"] for r in result["runs"][n :: len(runs)]]
     result["wall_s"] = (datetime.now(UTC) - started).total_seconds()
     return result
 

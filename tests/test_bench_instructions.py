@@ -124,6 +124,12 @@ def test_the_table_gives_each_commands_median_and_its_ratio_to_the_first() -> No
     assert re.fullmatch(
         r"lambda-url-proxy\s+322,000\s+0\.961\s+322,000, 321,000, 330,000", table[3]
     )
+    rows[1]["seconds"] = [18.4, 46.6, 20.9]  # each run's counted seconds, when measured
+    assert (
+        instructions.render(rows, "")
+        .splitlines()[3]
+        .endswith("322,000 (18 s), 321,000 (47 s), 330,000 (21 s)")
+    )
 
 
 def test_the_stand_in_answers_as_the_bench_nginx_does() -> None:
@@ -180,6 +186,7 @@ def test_a_real_count_under_callgrind(tmp_path: Path) -> None:
     assert "200 requests over 10 connections" in said
     figures = json.loads(output.read_text())
     first, second = figures["rows"]
+    assert len(first["seconds"]) == 1 and first["seconds"][0] > 0
     assert (first["command"], second["command"]) == (installed, checkout)
     assert first["ratio"] == 1.0
     # The same code twice: the ratio says the two doors count the same work (callgrind counts
