@@ -63,7 +63,13 @@ def _announce(app: web.Application, settings: Settings, address: str) -> None:
             },
         )
         upstream = route.sends_to if isinstance(route, FunctionRoute) else route
-        if upstream is not None and upstream.scheme == "http" and not is_loopback(upstream.host):
+        # (A function's URL with AuthType NONE is sent unsigned: no secret crosses.)
+        if (
+            upstream is not None
+            and upstream.scheme == "http"
+            and not upstream.unsigned
+            and not is_loopback(upstream.host)
+        ):
             log.warning(
                 "route %s sends signed requests, session tokens included, over plain http to "
                 "%s: use https",

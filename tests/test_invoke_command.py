@@ -410,6 +410,22 @@ async def test_a_url_with_auth_type_none_is_sent_unsigned(
     assert "unsigned (AuthType NONE)" in "".join(process.lines)
 
 
+async def test_only_signed_requests_over_plain_http_are_warned_of(
+    lambda_api: FakeLambdaApi, spawn_proxy: Any
+) -> None:
+    """The banner warns of signatures and session tokens sent over plain http; a function URL
+    with AuthType NONE goes unsigned, so it has nothing to warn of."""
+    lambda_api.add_function("open", url=FakeUrl("http://open.example.test/", "NONE"))
+    lambda_api.add_function("iam", url=FakeUrl("http://iam.example.test/"))
+    process = await start(spawn_proxy, lambda_api, "/open=function:open", "/iam=function:iam")
+
+    said = "".join(process.lines)
+    assert "unsigned (AuthType NONE)" in said
+    warned = [line for line in process.lines if "over plain http" in line]
+    assert len(warned) == 1, said
+    assert "route /iam sends signed requests" in warned[0] and "iam.example.test" in warned[0]
+
+
 async def test_a_url_that_stops_answering_is_looked_up_again(
     lambda_api: FakeLambdaApi, fake: FakeFunctionUrl, spawn_proxy: Any
 ) -> None:
