@@ -93,7 +93,8 @@ def canonical_query(raw_query: str) -> str:
 
 
 # The targets seen most: a frontend asks for the same few paths again and again. Bounded in
-# entries and length, and filled only until full (no eviction to pay for on every miss).
+# entries and length; emptied when full rather than evicting one at a time (no bookkeeping on
+# every hit), so the ones asked for often are back in it at once.
 _SEEN: Final[dict[str, tuple[str, str]]] = {}
 SEEN_ENTRIES: Final = 1024
 SEEN_LENGTH: Final = 256
@@ -114,6 +115,8 @@ def split_target(raw_target: str) -> tuple[str, str]:
         return split
     path, _, query = raw_target.partition("?")
     split = canonical_path(path), canonical_query(query)
-    if len(_SEEN) < SEEN_ENTRIES and len(raw_target) <= SEEN_LENGTH:
+    if len(raw_target) <= SEEN_LENGTH:
+        if len(_SEEN) >= SEEN_ENTRIES:
+            _SEEN.clear()
         _SEEN[raw_target] = split
     return split

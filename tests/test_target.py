@@ -144,8 +144,8 @@ def test_an_unreserved_name_or_value_is_kept_as_it_is_decoding_would_give_it_bac
 
 
 def test_targets_seen_again_come_from_a_bounded_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same target twice is canonicalised once; the cache stops growing when full, never
-    keeps a long target, and never keeps a refusal (it is raised again, every time)."""
+    """The same target twice is canonicalised once; the cache is emptied when full (and fills
+    again), never keeps a long target, and never keeps a refusal (it is raised again)."""
     from proxy import target
 
     monkeypatch.setattr(target, "_SEEN", {})
@@ -167,6 +167,12 @@ def test_targets_seen_again_come_from_a_bounded_cache(monkeypatch: pytest.Monkey
         with pytest.raises(BadRequest):
             split_target("/a%zz")
     assert "/a%zz" not in target._SEEN
+    target._SEEN.clear()
     for index in range(target.SEEN_ENTRIES + 10):
         split_target(f"/n{index}")
-    assert len(target._SEEN) == target.SEEN_ENTRIES
+    assert len(target._SEEN) == 10  # emptied when full, then filled again
+    calls.clear()
+    split_target(f"/n{target.SEEN_ENTRIES + 9}")  # the newest is there
+    split_target("/a/../b?y=2&x=1")  # asked for again: computed, then kept again
+    split_target("/a/../b?y=2&x=1")
+    assert calls == ["/a/../b"]
