@@ -114,7 +114,10 @@ def proxy_argv(command: list[str], upstream_port: int, port: int) -> list[str]:
 
 # Other signing proxies the bench can put beside this one (`--peer NAME`), each when its binary
 # is on the PATH: how it is started in front of the bench's upstream, signing as the proxy does.
-PEERS: Final = ("aws-sigv4-proxy",)
+# `aws-sigv4-proxy-pooled` is the same program built with a larger idle pool to its upstream
+# (Go's default keeps 2 idle connections per host, so under 50 clients most requests open a new
+# one): issue 16's second Go figure. bench/README.md says how to build both.
+PEERS: Final = ("aws-sigv4-proxy", "aws-sigv4-proxy-pooled")
 
 
 def peer_argv(binary: str, upstream_port: int, port: int) -> list[str]:

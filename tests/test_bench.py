@@ -126,3 +126,47 @@ def test_the_distinct_scenario_sends_every_request_to_its_own_target(tmp_path: P
     assert len(targets) >= 20
     assert len(set(targets)) == len(targets)
     assert all(target.startswith(b"/small?n=") for target in targets)
+
+
+def _result(figures: dict[str, dict[str, float]]) -> dict[str, object]:
+    """A run's result holding GET small medians for the given targets."""
+    targets = {name: {"median": median} for name, median in figures.items()}
+    return {"scenarios": {"get_small": {"targets": targets}}}
+
+
+def test_the_report_holds_each_proxy_to_both_go_builds() -> None:
+    """Issue 16: one process at least the shipped Go proxy's requests/s, `--workers 2` at least
+    the pooled build's, CPU at most theirs; each check from figures of the same run."""
+    from bench import report
+
+    result = _result(
+        {
+            "nginx": {"req_s": 20000.0, "cpu_us": 50.0},
+            "lambda-url-proxy": {"req_s": 4400.0, "cpu_us": 200.0},
+            report.PEER: {"req_s": 4000.0, "cpu_us": 330.0},
+            report.POOLED_PEER: {"req_s": 6400.0, "cpu_us": 205.0},
+        }
+    )
+    found = {c["check"]: c for c in report.checks(result, ["lambda-url-proxy"])}
+    shipped = found["GET small req/s vs aws-sigv4-proxy"]
+    assert (shipped["value"], shipped["pass"]) == (1.1, True)
+    pooled = found["GET small req/s vs aws-sigv4-proxy-pooled"]
+    assert (pooled["value"], pooled["pass"]) == (4400.0 / 6400.0, False)
+    cpu = found["GET small CPU/req vs aws-sigv4-proxy-pooled"]
+    assert (cpu["value"], cpu["pass"]) == (200.0 / 205.0, True)
+
+
+def test_without_a_peer_in_the_run_no_check_is_made_against_it() -> None:
+    from bench import report
+
+    result = _result(
+        {"nginx": {"req_s": 20000.0, "cpu_us": 50.0}, "proxy": {"req_s": 4400.0, "cpu_us": 200.0}}
+    )
+    names = [c["check"] for c in report.checks(result, ["proxy"])]
+    assert names and not any("aws-sigv4-proxy" in name for name in names)
+
+
+def test_both_go_builds_are_peers_the_bench_knows() -> None:
+    from bench import report
+
+    assert (report.PEER, report.POOLED_PEER) == cli.PEERS
