@@ -71,11 +71,14 @@ def _raw_names(dropped: frozenset[str], connection: str) -> frozenset[bytes]:
 
 
 def request_header_lines(
-    headers: MultiMapping[str], raw_headers: Iterable[tuple[bytes, bytes]]
+    headers: MultiMapping[str], raw_headers: tuple[tuple[bytes, bytes], ...]
 ) -> bytes:
     """The client's headers that may go upstream as HTTP/1.1 header lines, ready to write:
     byte for byte as they came (`raw_headers`, from aiohttp's parser), every repeated value
-    kept, in order."""
+    kept, in order. `headers` is the same head, parsed."""
+    block = _FORWARDED.get(raw_headers)
+    if block is not None:
+        return block
     dropped = _dropped_raw(headers, DROPPED_REQUEST)
     prefixes = DROPPED_REQUEST_PREFIXES
     lines = [
@@ -88,7 +91,19 @@ def request_header_lines(
     # could smuggle a header into the signed request.
     if split_lines(block, len(lines)):
         raise ValueError("a request header holds a CR or LF")
+    if sum(len(name) + len(value) for name, value in raw_headers) <= FORWARDED_HEAD:
+        if len(_FORWARDED) >= FORWARDED_ENTRIES:
+            _FORWARDED.clear()
+        _FORWARDED[raw_headers] = block
     return block
+
+
+# The forwarded lines of the heads seen most, by the whole head: a client sends the same
+# headers with every request (a browser's, a dev server's), and the lines depend on nothing
+# else. Bounded as proxy.target's cache is: at most 256 heads of 2 KiB, emptied when full.
+_FORWARDED: Final[dict[tuple[tuple[bytes, bytes], ...], bytes]] = {}
+FORWARDED_ENTRIES: Final = 256
+FORWARDED_HEAD: Final = 2048
 
 
 def response_header_lines(

@@ -176,3 +176,23 @@ def test_targets_seen_again_come_from_a_bounded_cache(monkeypatch: pytest.Monkey
     split_target("/a/../b?y=2&x=1")  # asked for again: computed, then kept again
     split_target("/a/../b?y=2&x=1")
     assert calls == ["/a/../b"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("n=5", "n=5"),
+        ("b=1&a=2", "a=2&b=1"),
+        # By name, then value: "a" before "a-b" although "-" sorts before "=" in the texts.
+        ("a-b=2&a=1", "a=1&a-b=2"),
+        ("a=2&a=1&a=10", "a=1&a=10&a=2"),
+        ("x=&x=~", "x=&x=~"),
+    ],
+)
+def test_plain_pairs_are_only_put_in_order(raw: str, expected: str) -> None:
+    """Pairs of unreserved names and values take canonical_query's one-check path: the same
+    answer as decoding and re-encoding each."""
+    from proxy import target
+
+    assert target._PLAIN_QUERY.fullmatch(raw)
+    assert canonical_query(raw) == expected

@@ -473,13 +473,13 @@ async def test_plain_http_through_an_http_proxy_uses_the_absolute_form(
     assert "host;x-amz-content-sha256;x-amz-date" in (request.header("authorization") or "")
 
 
-Parsed = tuple[CIMultiDictProxy[str], list[tuple[bytes, bytes]]]
+Parsed = tuple[CIMultiDictProxy[str], tuple[tuple[bytes, bytes], ...]]
 
 
 def _parsed(pairs: list[tuple[str, str]]) -> Parsed:
     """Headers as aiohttp's parser gives them: decoded, and raw."""
     headers = CIMultiDictProxy(CIMultiDict(pairs))
-    return headers, [(name.encode(), value.encode()) for name, value in pairs]
+    return headers, tuple((name.encode(), value.encode()) for name, value in pairs)
 
 
 def test_a_header_that_could_smuggle_another_is_refused() -> None:
@@ -534,3 +534,39 @@ def test_parts_are_written_unjoined_only_where_a_slow_client_still_pauses_the_wr
     assert _writev("uvloop.loop")
     fixed = sys.version_info >= (3, 13, 2) or (3, 12, 9) <= sys.version_info < (3, 13)
     assert _writev("asyncio.selector_events") is fixed
+
+
+def test_a_head_seen_again_gets_its_lines_from_a_bounded_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lines depend on the head alone: a head seen again gets the same bytes without being
+    filtered again; heads over 2 KiB are not kept; a full cache is emptied, not frozen."""
+    from proxy import headers
+
+    monkeypatch.setattr(headers, "_FORWARDED", {})
+    monkeypatch.setattr(headers, "FORWARDED_ENTRIES", 2)
+    browser = _parsed([("Accept", "*/*"), ("Connection", "X-Hop"), ("X-Hop", "1")])
+    first = request_header_lines(*browser)
+    assert first == b"Accept: */*\r\n"
+    filtered: list[object] = []
+    real = headers._dropped_raw
+
+    def counted(*args: Any) -> frozenset[bytes]:
+        filtered.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(headers, "_dropped_raw", counted)
+    again = _parsed([("Accept", "*/*"), ("Connection", "X-Hop"), ("X-Hop", "1")])
+    assert request_header_lines(*again) is first and filtered == []
+    # The same names with another Connection: another head, filtered on its own.
+    other = _parsed([("Accept", "*/*"), ("Connection", "close"), ("X-Hop", "1")])
+    assert request_header_lines(*other) == b"Accept: */*\r\nX-Hop: 1\r\n"
+    assert len(filtered) == 1
+    large = _parsed([("Cookie", "c" * 3000)])
+    request_header_lines(*large)
+    assert large[1] not in headers._FORWARDED
+    request_header_lines(*_parsed([("X-Third", "3")]))  # the cache was full: emptied first
+    assert list(headers._FORWARDED) == [(((b"X-Third", b"3"),))]
+    with pytest.raises(ValueError, match="CR or LF"):
+        request_header_lines(*_parsed([("X-Evil", "a\r\nX-Injected: 1")]))
+    assert len(headers._FORWARDED) == 1  # a refused head is never kept
