@@ -125,6 +125,8 @@ _LEVEL_COLOURS: Final = {"WARNING": "\x1b[33m", "ERROR": "\x1b[31m", "CRITICAL":
 
 
 # The text access line: time, level, method, status, duration, bytes, route, path, upstream id.
+# ",000" to ",999": an index, where a format spec per line costs a fifth of the access line.
+_MILLISECONDS: Final = tuple(f",{n:03d}" for n in range(1000))
 _ACCESS_LINE: Final = "%s %-7s %-7s %3s %8.1fms %9dB %-12s %s id=%s"
 
 
@@ -147,7 +149,7 @@ class TextFormatter(logging.Formatter):
         if second != self._second:
             self._second = second
             self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        return f"{self._second_text},{int((created - second) * 1000):03d}"
+        return self._second_text + _MILLISECONDS[int((created - second) * 1000)]
 
     def format(self, record: logging.LogRecord) -> str:
         if access := getattr(record, "access", None):

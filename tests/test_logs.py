@@ -206,3 +206,13 @@ def test_lines_still_flush_on_a_later_event_loop(configured: io.StringIO) -> Non
     assert _lines(configured) == []
     asyncio.run(log_one_and_wait())
     assert len(_lines(configured)) == 2
+
+
+@pytest.mark.parametrize("created", [0.0, 1.0005, 1.9995, 1.9999995, 1.99999949, 1795000000.123456])
+def test_text_time_is_what_logging_would_write(created: float) -> None:
+    """The milliseconds come from a table, the second once a second: the text is logging's
+    default formatTime's, to the millisecond."""
+    record = logging.makeLogRecord({"created": created, "msecs": 0})
+    record.msecs = int((created - int(created)) * 1000)
+    expected = logging.Formatter().formatTime(record)
+    assert logs.TextFormatter(colour=False)._time(created) == expected
