@@ -124,6 +124,7 @@ def refused(fake: FakeFunctionUrl, env: dict[str, str]) -> subprocess.CompletedP
     )
 
 
+@pytest.mark.slow
 def test_a_bad_address_is_refused_at_start_up(tmp_path: Path, fake: FakeFunctionUrl) -> None:
     for bad in ("9901", "localhost", "0.0.0.0:99999"):
         result = refused(fake, clean_env(tmp_path, LAMBDA_URL_PROXY_ADMIN_LISTEN=bad))
@@ -132,6 +133,7 @@ def test_a_bad_address_is_refused_at_start_up(tmp_path: Path, fake: FakeFunction
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 async def test_an_address_in_use_is_a_clear_message(
     tmp_path: Path, fake: FakeFunctionUrl, proxy: ProxyProcess
 ) -> None:

@@ -79,6 +79,7 @@ def test_a_peer_on_the_path_signs_for_lambda_in_front_of_the_upstream(
     }
 
 
+@pytest.mark.slow
 def test_the_distinct_scenario_sends_every_request_to_its_own_target(tmp_path: Path) -> None:
     """`get_distinct` exists to defeat the proxy's caches (targets, signatures): wrk, driven by
     the script the bench writes, must send each request to a target no other request had."""

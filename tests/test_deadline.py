@@ -86,6 +86,7 @@ async def test_a_deadline_fires_never_early_and_at_most_a_tick_late() -> None:
     assert 0.12 <= waited < 0.12 + TICK + 0.5  # the slack: a busy machine's turn of the loop
 
 
+@pytest.mark.slow
 async def test_deadlines_due_together_share_one_timer_and_fire_alone() -> None:
     """A thousand requests with one timeout arm one timer per tick, not a thousand; each one
     cancelled early is never fired, each one left is."""

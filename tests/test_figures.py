@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +28,7 @@ exchanges = st.builds(
 recorded = st.lists(st.tuples(exchanges, st.sampled_from([0.001, 0.005, 0.7, 1000.0])))
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(first=recorded, second=recorded, in_flight=st.tuples(st.integers(0, 9), st.integers(0, 9)))
 def test_two_workers_totals_are_one_process_totals(

@@ -405,6 +405,7 @@ async def test_with_a_token_only_the_page_itself_is_open(
     assert TOKEN not in caplog.text.replace(f"token={TOKEN}", "")
 
 
+@pytest.mark.slow
 async def test_the_installed_command_takes_the_flags(
     fake: FakeFunctionUrl, started: Any, spawn_proxy: Any
 ) -> None:
@@ -437,6 +438,7 @@ def test_a_bad_size_is_refused_at_start_up(fake: FakeFunctionUrl) -> None:
     assert "inspector_size" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 async def test_an_open_page_does_not_hold_the_shutdown(fake: FakeFunctionUrl) -> None:
     running = await asyncio.to_thread(
         spawn,

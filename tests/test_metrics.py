@@ -133,6 +133,7 @@ async def test_every_listed_metric_is_exposed_before_any_request(proxy: RunningP
     assert {f"{P}_{name}" for name in expected} <= families
 
 
+@pytest.mark.slow
 async def test_in_flight_counts_requests_being_served(proxy: RunningProxy) -> None:
     slow = asyncio.create_task(raw_exchange(
         int(proxy.url.rsplit(":", 1)[1]),
@@ -150,6 +151,7 @@ async def test_in_flight_counts_requests_being_served(proxy: RunningProxy) -> No
     assert value(await scrape(proxy.client, proxy.url), f"{P}_requests_in_flight") == 0
 
 
+@pytest.mark.slow
 async def test_credentials_expiry_and_refresh_failures(
     fake: FakeFunctionUrl, fn: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -203,6 +205,7 @@ async def test_metrics_are_a_reserved_path_like_the_others(
     assert value(samples, f"{P}_errors_total", route="-", code="unauthorized") == 1
 
 
+@pytest.mark.slow
 async def test_with_two_workers_the_figures_are_the_whole_servers(
     fake: FakeFunctionUrl, spawn_proxy: Any, tmp_path: Path
 ) -> None:

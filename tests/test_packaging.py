@@ -147,6 +147,7 @@ def test_the_build_warns_of_nothing(editable: bool, tmp_path: Path) -> None:
     assert not PYTHON_WARNING.findall(output), "\n".join(PYTHON_WARNING.findall(output))
 
 
+@pytest.mark.slow
 def test_the_wheel_ships_the_inspector_page(tmp_path: Path) -> None:
     """The image installs the wheel: the inspector's page (issue #15) must be in it, every
     file the page names included, and nothing fetched from elsewhere."""

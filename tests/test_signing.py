@@ -110,6 +110,7 @@ def _botocore_headers(
 segment = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="/?#%"), max_size=8)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(
     segments=st.lists(segment.filter(lambda s: s not in (".", "..")), max_size=4),

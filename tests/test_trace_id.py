@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import pytest
 from aiohttp import ClientSession
 
 from proxy.trace_id import new_trace_id, trace_ids
@@ -47,6 +48,7 @@ def test_a_made_id_has_x_rays_format_and_is_unique() -> None:
         assert match and abs(int(match[1], 16) - time.time()) < 60
 
 
+@pytest.mark.slow
 async def test_the_clients_trace_id_is_passed_on_unsigned(
     fake: FakeFunctionUrl, started: Started
 ) -> None:
@@ -69,6 +71,7 @@ async def test_the_clients_trace_id_is_passed_on_unsigned(
     assert record["upstream_request_id"] == request_id
 
 
+@pytest.mark.slow
 async def test_a_trace_id_is_made_when_the_client_sends_none(
     fake: FakeFunctionUrl, started: Started
 ) -> None:
@@ -89,6 +92,7 @@ async def test_a_trace_id_is_made_when_the_client_sends_none(
     assert (await access_record(proxy, "/fn/second"))["trace_id"] == made[1]
 
 
+@pytest.mark.slow
 async def test_the_text_log_shows_the_trace_id(fake: FakeFunctionUrl, started: Started) -> None:
     proxy = await started()
     given = "Root=1-5759e988-bd862e3fe1be46a994272793"

@@ -243,6 +243,7 @@ connection_value = st.sampled_from(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     headers=st.lists(st.tuples(header_name, value), max_size=10),
