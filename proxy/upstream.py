@@ -125,6 +125,31 @@ _NOTED: Final = {
 _HOP_BY_HOP: Final = frozenset(name.encode() for name in DROPPED_RESPONSE)
 # Connection values that name no header to drop.
 _PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close"})
+# The other headers: passed on (an Access-Control-* one marked), or hop-by-hop and dropped.
+_KEPT, _KEPT_CORS, _DROPPED = 6, 7, 8
+# Each header name's kind (one of _NOTED's, or the three above), by the name as the upstream
+# spelled it: a Function URL sends the same few names with every answer, and one look-up here
+# spares a lower-case copy and two more look-ups per header. Bounded: names of at most 64
+# bytes, 512 of them, emptied when full.
+_KINDS: Final[dict[bytes, int]] = {}
+KINDS_ENTRIES: Final = 512
+KIND_NAME: Final = 64
+
+
+def _kind(name: bytes) -> int:
+    """What the parser does with a header of this name (and remember it)."""
+    lower = name.lower()
+    kind = _NOTED.get(lower)
+    if kind is None:
+        if lower in _HOP_BY_HOP:
+            kind = _DROPPED
+        else:
+            kind = _KEPT_CORS if lower.startswith(CORS_PREFIX) else _KEPT
+    if len(name) <= KIND_NAME:
+        if len(_KINDS) >= KINDS_ENTRIES:
+            _KINDS.clear()
+        _KINDS[name] = kind
+    return kind
 
 
 def _text(value: bytes) -> str:
@@ -229,15 +254,16 @@ class Wire(asyncio.Protocol):
         chunked = False
         kept = []  # the client's lines, made in this one pass over the headers
         for header in self._raw:
-            name, value = header
-            lower = name.lower()
-            noted = _NOTED.get(lower)
+            noted = _KINDS.get(header[0])
             if noted is None:
-                if lower not in _HOP_BY_HOP:
+                noted = _kind(header[0])
+            if noted >= _KEPT:  # most headers: passed on as they came, or dropped
+                if noted != _DROPPED:
                     kept.append(b": ".join(header))
-                    if lower.startswith(CORS_PREFIX):
+                    if noted == _KEPT_CORS:
                         head.has_cors = True
                 continue
+            value = header[1]
             if noted != _CONNECTION and noted != _ENCODING:
                 kept.append(b": ".join(header))
             if noted == _CONNECTION:

@@ -274,3 +274,37 @@ def test_the_lines_made_while_parsing_are_the_filters(
     assert head.lines_for(cors) == response_header_lines(head.raw, joined, cors)
     head.add(b"X-Proxy-Diagnosis", b"clock_skew")  # as proxy/review.py adds one
     assert head.lines_for(cors) == response_header_lines(head.raw, joined, cors)
+
+
+def test_header_kinds_are_remembered_by_name_as_sent_within_bounds(
+    loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each header name's kind is remembered as the upstream spelled it; the same name in
+    another case is a name of its own, with the same kind; long names are not kept, and a full
+    memory is emptied, not frozen."""
+    from proxy import upstream
+
+    monkeypatch.setattr(upstream, "_KINDS", {})
+    monkeypatch.setattr(upstream, "KINDS_ENTRIES", 4)
+    long_name = b"X-" + b"n" * upstream.KIND_NAME
+    data = (
+        b"HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\naccess-control-allow-origin: *\r\n"
+        b"Keep-Alive: timeout=5\r\n" + long_name + b": 1\r\nContent-Length: 2\r\n\r\nok"
+    )
+    wire, _ = wire_for(loop)
+    feed(wire, data, [], eof=False)
+    head = wire._head
+    assert head is not None and head.has_cors
+    assert head.lines == (
+        b"Access-Control-Allow-Origin: *\r\naccess-control-allow-origin: *\r\n"
+        + long_name
+        + b": 1\r\nContent-Length: 2\r\n"
+    )
+    assert upstream._KINDS == {
+        b"Access-Control-Allow-Origin": upstream._KEPT_CORS,
+        b"access-control-allow-origin": upstream._KEPT_CORS,
+        b"Keep-Alive": upstream._DROPPED,
+        b"Content-Length": upstream._LENGTH,
+    }
+    upstream._kind(b"X-Fifth")  # full: emptied first
+    assert upstream._KINDS == {b"X-Fifth": upstream._KEPT}
