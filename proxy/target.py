@@ -128,7 +128,16 @@ def split_target(raw_target: str) -> tuple[str, str]:
     if split is not None:
         return split
     path, _, query = raw_target.partition("?")
-    split = canonical_path(path), canonical_query(query)
+    if not query:
+        return _seen(raw_target, (canonical_path(path), ""))
+    # One path with many queries (pages of results, a cache-buster): the path's canonical form
+    # is kept as the bare path's, and only the query is new.
+    bare = _SEEN.get(path) or _seen(path, (canonical_path(path), ""))
+    return _seen(raw_target, (bare[0], canonical_query(query)))
+
+
+def _seen(raw_target: str, split: tuple[str, str]) -> tuple[str, str]:
+    """Keep a target's split in the cache, if it is short enough; emptied when full."""
     if len(raw_target) <= SEEN_LENGTH:
         if len(_SEEN) >= SEEN_ENTRIES:
             _SEEN.clear()

@@ -196,3 +196,28 @@ def test_plain_pairs_are_only_put_in_order(raw: str, expected: str) -> None:
 
     assert target._PLAIN_QUERY.fullmatch(raw)
     assert canonical_query(raw) == expected
+
+
+def test_a_path_asked_for_with_many_queries_is_canonicalised_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pages of results, cache-busters: the path's canonical form is kept as the bare path's
+    split, and each new query is the only new work; the bare path then splits from the cache."""
+    from proxy import target
+
+    monkeypatch.setattr(target, "_SEEN", {})
+    calls: list[str] = []
+    real = target.canonical_path
+
+    def counted(raw: str) -> str:
+        calls.append(raw)
+        return real(raw)
+
+    monkeypatch.setattr(target, "canonical_path", counted)
+    for page in range(5):
+        assert split_target(f"/a/./items?page={page}&_=17") == ("/a/items", f"_=17&page={page}")
+    assert split_target("/a/./items") == ("/a/items", "")
+    assert calls == ["/a/./items"]
+    with pytest.raises(BadRequest):
+        split_target("/a/./items?bad=%zz")  # the query refused, the path still right
+    assert target._SEEN["/a/./items"] == ("/a/items", "")
