@@ -143,9 +143,8 @@ def test_an_unreserved_name_or_value_is_kept_as_it_is_decoding_would_give_it_bac
     assert canonical_query(raw) == expected
 
 
-def test_targets_seen_again_come_from_a_bounded_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same target twice is canonicalised once; the cache is emptied when full (and fills
-    again), never keeps a long target, and never keeps a refusal (it is raised again)."""
+def _counted_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """An empty target cache, and the paths canonical_path is asked for from now on."""
     from proxy import target
 
     monkeypatch.setattr(target, "_SEEN", {})
@@ -157,6 +156,15 @@ def test_targets_seen_again_come_from_a_bounded_cache(monkeypatch: pytest.Monkey
         return real(raw)
 
     monkeypatch.setattr(target, "canonical_path", counted)
+    return calls
+
+
+def test_targets_seen_again_come_from_a_bounded_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same target twice is canonicalised once; the cache is emptied when full (and fills
+    again), never keeps a long target, and never keeps a refusal (it is raised again)."""
+    from proxy import target
+
+    calls = _counted_paths(monkeypatch)
     assert split_target("/a/../b?y=2&x=1") == ("/b", "x=1&y=2")
     assert split_target("/a/../b?y=2&x=1") == ("/b", "x=1&y=2")
     assert calls == ["/a/../b"]
@@ -205,15 +213,7 @@ def test_a_path_asked_for_with_many_queries_is_canonicalised_once(
     split, and each new query is the only new work; the bare path then splits from the cache."""
     from proxy import target
 
-    monkeypatch.setattr(target, "_SEEN", {})
-    calls: list[str] = []
-    real = target.canonical_path
-
-    def counted(raw: str) -> str:
-        calls.append(raw)
-        return real(raw)
-
-    monkeypatch.setattr(target, "canonical_path", counted)
+    calls = _counted_paths(monkeypatch)
     for page in range(5):
         assert split_target(f"/a/./items?page={page}&_=17") == ("/a/items", f"_=17&page={page}")
     assert split_target("/a/./items") == ("/a/items", "")
