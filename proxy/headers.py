@@ -8,6 +8,8 @@ from typing import Final
 
 from multidict import MultiMapping
 
+from proxy.memo import remember
+
 # RFC 9110 section 7.6.1: meaningful for one connection only, never forwarded.
 HOP_BY_HOP: Final = frozenset(
     name.lower()
@@ -92,15 +94,13 @@ def request_header_lines(
     if split_lines(block, len(lines)):
         raise ValueError("a request header holds a CR or LF")
     if sum(len(name) + len(value) for name, value in raw_headers) <= FORWARDED_HEAD:
-        if len(_FORWARDED) >= FORWARDED_ENTRIES:
-            _FORWARDED.clear()
-        _FORWARDED[raw_headers] = block
+        remember(_FORWARDED, raw_headers, block, FORWARDED_ENTRIES)
     return block
 
 
 # The forwarded lines of the heads seen most, by the whole head: a client sends the same
 # headers with every request (a browser's, a dev server's), and the lines depend on nothing
-# else. Bounded as proxy.target's cache is: at most 256 heads of 2 KiB, emptied when full.
+# else. Bounded (proxy/memo.py): at most 256 heads of 2 KiB.
 _FORWARDED: Final[dict[tuple[tuple[bytes, bytes], ...], bytes]] = {}
 FORWARDED_ENTRIES: Final = 256
 FORWARDED_HEAD: Final = 2048

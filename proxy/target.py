@@ -14,17 +14,17 @@ from typing import Final
 from urllib.parse import quote, unquote_to_bytes
 
 from proxy.errors import BadRequest
+from proxy.memo import remember
 
-# A path already in canonical form: unreserved characters only, no empty or dot segments.
-_CANONICAL_PATH: Final = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~]+)*/?")
-_BAD_PERCENT: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # What SigV4's URI encoding leaves bare (proxy.target._encode): a text of these alone is canonical.
-_UNRESERVED: Final = re.compile(r"[A-Za-z0-9\-._~]*")
+_BARE: Final = r"[A-Za-z0-9\-._~]"
+_UNRESERVED: Final = re.compile(f"{_BARE}*")
+# A path already in canonical form: unreserved characters only, no empty or dot segments.
+_CANONICAL_PATH: Final = re.compile(rf"(?:/(?!\.\.?(?:/|$)){_BARE}+)*/?")
+_BAD_PERCENT: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # A query of name=value pairs whose names and values are unreserved characters alone: each pair
 # is in canonical form already, and only their order may need to change.
-_PLAIN_QUERY: Final = re.compile(
-    r"[A-Za-z0-9\-._~]+=[A-Za-z0-9\-._~]*(?:&[A-Za-z0-9\-._~]+=[A-Za-z0-9\-._~]*)*"
-)
+_PLAIN_QUERY: Final = re.compile(f"{_BARE}+={_BARE}*(?:&{_BARE}+={_BARE}*)*")
 
 
 def _decode(text: str, where: str) -> bytes:
@@ -137,9 +137,7 @@ def split_target(raw_target: str) -> tuple[str, str]:
 
 
 def _seen(raw_target: str, split: tuple[str, str]) -> tuple[str, str]:
-    """Keep a target's split in the cache, if it is short enough; emptied when full."""
+    """Keep a target's split in the cache, if it is short enough."""
     if len(raw_target) <= SEEN_LENGTH:
-        if len(_SEEN) >= SEEN_ENTRIES:
-            _SEEN.clear()
-        _SEEN[raw_target] = split
+        remember(_SEEN, raw_target, split, SEEN_ENTRIES)
     return split

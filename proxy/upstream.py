@@ -32,6 +32,7 @@ from proxy.headers import (
     joined_lines,
     response_header_lines,
 )
+from proxy.memo import remember
 from proxy.routing import HttpProxy, Origin, Upstream
 from proxy.skew import Clocks
 
@@ -109,8 +110,11 @@ class Head:
         return [_text(name) for name, _ in self.raw]
 
 
-# Headers the proxy reads as they go by (lower-case names), and what it notes of each.
+# What the parser does with each header: the six it notes (_NOTED), then the others, passed on
+# (an Access-Control-* one marked) or hop-by-hop and dropped.
 _CONNECTION, _LENGTH, _DATE, _REQUEST_ID, _ERROR_TYPE, _ENCODING = range(6)
+_KEPT, _KEPT_CORS, _DROPPED = range(6, 9)
+# Headers the proxy reads as they go by (lower-case names), and what it notes of each.
 _NOTED: Final = {
     b"connection": _CONNECTION,
     b"content-length": _LENGTH,
@@ -125,12 +129,10 @@ _NOTED: Final = {
 _HOP_BY_HOP: Final = frozenset(name.encode() for name in DROPPED_RESPONSE)
 # Connection values that name no header to drop.
 _PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close"})
-# The other headers: passed on (an Access-Control-* one marked), or hop-by-hop and dropped.
-_KEPT, _KEPT_CORS, _DROPPED = 6, 7, 8
 # Each header name's kind (one of _NOTED's, or the three above), by the name as the upstream
 # spelled it: a Function URL sends the same few names with every answer, and one look-up here
-# spares a lower-case copy and two more look-ups per header. Bounded: names of at most 64
-# bytes, 512 of them, emptied when full.
+# spares a lower-case copy and two more look-ups per header. Bounded (proxy/memo.py): names of
+# at most 64 bytes, 512 of them.
 _KINDS: Final[dict[bytes, int]] = {}
 KINDS_ENTRIES: Final = 512
 KIND_NAME: Final = 64
@@ -146,9 +148,7 @@ def _kind(name: bytes) -> int:
         else:
             kind = _KEPT_CORS if lower.startswith(CORS_PREFIX) else _KEPT
     if len(name) <= KIND_NAME:
-        if len(_KINDS) >= KINDS_ENTRIES:
-            _KINDS.clear()
-        _KINDS[name] = kind
+        remember(_KINDS, name, kind, KINDS_ENTRIES)
     return kind
 
 
