@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from multidict import MultiMapping
+from multidict import MultiMapping, istr
 
-HEADER: Final = "X-Amzn-Trace-Id"
+HEADER: Final = istr("X-Amzn-Trace-Id")  # an istr: looked up without a case-folded copy
 SHOWN: Final = 256  # characters of a client's id kept for the log
 
 
@@ -25,14 +25,16 @@ def trace_ids(clock: Callable[[], float] = time.time) -> Callable[[], str]:
     once per process (workers are spawned, not forked, so each draws its own), then a counter.
     A closure over locals: 1 us an id under load, where 96 fresh random bits cost 3 us."""
     process = f"{random.SystemRandom().getrandbits(64):016x}"
-    count = itertools.count(random.SystemRandom().getrandbits(32)).__next__
+    # From 2**32 up, hex() has at least 9 digits: its last 8 are the counter's low 32 bits, in
+    # a third less time than a format spec.
+    count = itertools.count(1 << 32 | random.SystemRandom().getrandbits(32)).__next__
     head: list[Any] = [-1, ""]  # the second, and the id's text up to the counter
 
     def new_trace_id() -> str:
         second = int(clock())
         if second != head[0]:
             head[:] = second, f"Root=1-{second & 0xFFFFFFFF:08x}-{process}"
-        return f"{head[1]}{count() & 0xFFFFFFFF:08x}"
+        return f"{head[1]}{hex(count())[-8:]}"
 
     return new_trace_id
 
