@@ -174,7 +174,7 @@ def routes(state: ProxyState, client: UpstreamClient) -> tuple[int, object]:
 
 
 HEALTH_PATH: Final = f"{RESERVED_PREFIX}/health"
-METRICS_PATH: Final = f"{RESERVED_PREFIX}/metrics"  # text, not JSON: served by _serve itself
+METRICS_PATH: Final = f"{RESERVED_PREFIX}/metrics"  # text, not JSON: served by _scrape
 RESERVED: Final[dict[str, Callable[[ProxyState, UpstreamClient], tuple[int, object]]]] = {
     HEALTH_PATH: health,
     f"{RESERVED_PREFIX}/ready": ready,
