@@ -35,6 +35,10 @@ FORBIDDEN_HINTS: Final = {
 }
 
 
+# ".000+00:00" to ".999+00:00": the JSON time's milliseconds and zone, by index.
+_MILLISECONDS_UTC: Final = tuple(f".{n:03d}+00:00" for n in range(1000))
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__()
@@ -58,20 +62,26 @@ class JsonFormatter(logging.Formatter):
     ) -> str:
         # What json.dumps writes for _entry() updated with access_fields(), written out
         # directly: a third of its cost, on every request of a container (JSON by default).
-        # tests/test_logs.py checks the two are the same bytes.
-        message = access_message(exchange, duration_ms, hint)
+        # tests/test_logs.py checks the two are the same bytes (durations up to 1e7 ms among
+        # them). f"{x:.1f}" is what json.dumps writes of round(x, 1) (both round correctly to
+        # one decimal; repr keeps fixed notation below 1e16), and the message's text besides.
+        duration = f"{duration_ms:.1f}"
+        request_id, trace_id = exchange.request_id, exchange.trace_id
+        error_type, outcome, detail = exchange.error_type, exchange.outcome, exchange.detail
         return (
             f'{{"time": "{self._time(created)}", "level": "{levelname.lower()}", '
-            f'"logger": "{access_log.name}", "message": {_json_str(message)}, '
+            f'"logger": "{access_log.name}", '
+            f'"message": {_json_str(_message(exchange, duration, hint))}, '
             f'"event": "access", "method": {_json_str(exchange.method)}, '
             f'"path": {_json_str(exchange.path)}, "route": {_json_str(exchange.route)}, '
-            f'"status": {exchange.status}, "duration_ms": {round(duration_ms, 1)!r}, '
+            f'"status": {exchange.status}, "duration_ms": {duration}, '
             f'"bytes": {exchange.bytes_sent}, '
-            f'"upstream_request_id": {_json_or_null(exchange.request_id)}, '
-            f'"trace_id": {_json_or_null(exchange.trace_id)}, '
-            f'"upstream_error_type": {_json_or_null(exchange.error_type)}, '
-            f'"outcome": {_json_or_null(exchange.outcome)}, '
-            f'"detail": {_json_or_null(exchange.detail)}, "hint": {_json_or_null(hint)}}}'
+            f'"upstream_request_id": {"null" if request_id is None else _json_str(request_id)}, '
+            f'"trace_id": {"null" if trace_id is None else _json_str(trace_id)}, '
+            f'"upstream_error_type": {"null" if error_type is None else _json_str(error_type)}, '
+            f'"outcome": {"null" if outcome is None else _json_str(outcome)}, '
+            f'"detail": {"null" if detail is None else _json_str(detail)}, '
+            f'"hint": {"null" if hint is None else _json_str(hint)}}}'
         )
 
     def _entry(self, created: float, levelname: str, logger: str, message: str) -> dict[str, Any]:
@@ -94,11 +104,7 @@ class JsonFormatter(logging.Formatter):
         if second != self._second:
             self._second = second
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._second_text}.{microseconds // 1000:03d}+00:00"
-
-
-def _json_or_null(value: str | None) -> str:
-    return "null" if value is None else _json_str(value)
+        return self._second_text + _MILLISECONDS_UTC[microseconds // 1000]
 
 
 class MalformedRequestFilter(logging.Filter):
@@ -331,10 +337,17 @@ def _outcome_text(
 
 def access_message(exchange: Exchange, duration_ms: float, hint: str | None) -> str:
     """The access line's message, as the JSON format's "message" carries it."""
-    return (
+    return _message(exchange, f"{duration_ms:.1f}", hint)
+
+
+def _message(exchange: Exchange, duration: str, hint: str | None) -> str:
+    message = (
         f"{exchange.method} {exchange.path} -> {exchange.route} {exchange.status} "
-        f"{duration_ms:.1f}ms {exchange.bytes_sent}B id={exchange.request_id or '-'}"
-    ) + _outcome_text(exchange.outcome, exchange.detail, exchange.error_type, hint)
+        f"{duration}ms {exchange.bytes_sent}B id={exchange.request_id or '-'}"
+    )
+    if exchange.outcome or exchange.detail or hint:
+        message += _outcome_text(exchange.outcome, exchange.detail, exchange.error_type, hint)
+    return message
 
 
 def access_fields(exchange: Exchange, duration_ms: float, hint: str | None) -> dict[str, Any]:
