@@ -341,6 +341,8 @@ def access_message(exchange: Exchange, duration_ms: float, hint: str | None) -> 
 
 
 def _message(exchange: Exchange, duration: str, hint: str | None) -> str:
+    """access_message() with the duration already written: the JSON line writes the same text
+    in its "duration_ms" field."""
     message = (
         f"{exchange.method} {exchange.path} -> {exchange.route} {exchange.status} "
         f"{duration}ms {exchange.bytes_sent}B id={exchange.request_id or '-'}"
