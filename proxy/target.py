@@ -106,9 +106,8 @@ def _name_and_value(pair: str) -> tuple[str, str, str]:
     return pair.partition("=")
 
 
-# The targets seen most: a frontend asks for the same few paths again and again. Bounded in
-# entries and length; emptied when full rather than evicting one at a time (no bookkeeping on
-# every hit), so the ones asked for often are back in it at once.
+# The targets seen most: a frontend asks for the same few paths again and again. Bounded
+# (proxy/memo.py): targets of at most 256 characters, 1024 of them.
 _SEEN: Final[dict[str, tuple[str, str]]] = {}
 SEEN_ENTRIES: Final = 1024
 SEEN_LENGTH: Final = 256
