@@ -401,7 +401,8 @@ def _client_head(status: int, lines: tuple[tuple[str, str], ...], request_id: st
     except ValueError:
         reason = b""
     has_date = any(name.lower() == b"date" for name, _ in raw)
-    return Head(status, reason, raw, has_date=has_date, request_id=request_id)
+    fields = [part for header in raw for part in header]
+    return Head(status, reason, fields, has_date=has_date, request_id=request_id)
 
 
 def _buffered(

@@ -29,7 +29,6 @@ from proxy.headers import (
     CORS_PREFIX,
     DROPPED_RESPONSE,
     holds_control_bytes,
-    joined_lines,
     response_header_lines,
 )
 from proxy.memo import remember
@@ -75,17 +74,22 @@ class Head:
 
     status: int
     reason: bytes
-    raw: list[tuple[bytes, bytes]]
+    fields: list[bytes]  # the headers' names and values in turn: name, value, name, value...
     connection: bytes | None = None  # the Connection header's values, joined
     has_length: bool = False
     has_date: bool = False
     date: bytes | None = None  # AWS's clock (proxy/skew.py)
     request_id: str | None = None
     error_type: str | None = None
-    # Its header lines for the client, less the hop-by-hop ones, made as the parser went by
-    # them (None: not made); and whether it has Access-Control-* headers, which CORS drops.
+    # Its header lines for the client, less the hop-by-hop ones, made with the parser's plan
+    # (None: not made); and whether it has Access-Control-* headers, which CORS drops.
     lines: bytes | None = None
     has_cors: bool = False
+
+    @property
+    def raw(self) -> list[tuple[bytes, bytes]]:
+        """The headers as (name, value) pairs."""
+        return list(zip(self.fields[::2], self.fields[1::2], strict=True))
 
     def lines_for(self, cors: bool) -> bytes:
         """headers.response_header_lines() of this answer: the lines made while parsing, unless
@@ -100,14 +104,14 @@ class Head:
 
     def add(self, name: bytes, value: bytes) -> None:
         """A header the proxy adds to the answer (proxy/review.py's diagnosis)."""
-        self.raw.append((name, value))
+        self.fields += (name, value)
         if self.lines is not None:
             self.lines += b"%s: %s\r\n" % (name, value)
 
     @property
     def names(self) -> list[str]:
         """The header names, decoded: for CORS's exposed headers, when an answer needs them."""
-        return [_text(name) for name, _ in self.raw]
+        return [_text(name) for name in self.fields[::2]]
 
 
 # What the parser does with each header: the six it notes (_NOTED), then the others, passed on
@@ -129,26 +133,101 @@ _NOTED: Final = {
 _HOP_BY_HOP: Final = frozenset(name.encode() for name in DROPPED_RESPONSE)
 # Connection values that name no header to drop.
 _PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close"})
-# Each header name's kind (one of _NOTED's, or the three above), by the name as the upstream
-# spelled it: a Function URL sends the same few names with every answer, and one look-up here
-# spares a lower-case copy and two more look-ups per header. Bounded (proxy/memo.py): names of
-# at most 64 bytes, 512 of them.
-_KINDS: Final[dict[bytes, int]] = {}
-KINDS_ENTRIES: Final = 512
-KIND_NAME: Final = 64
+# A header line for the client, and a header dropped: %.0s takes its value and writes nothing.
+_KEEP_LINE: Final = b"%s: %s\r\n"
+_DROP_LINE: Final = b"%.0s%.0s"
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the parser does with the headers of an answer, worked out once per list of names
+    as the upstream sent them: a Function URL sends the same names in the same order with
+    every answer, and one look-up of the list spares a look-up per header, and one %-format
+    the joining of lines one by one: 2 % of a small GET's instructions. Positions are in
+    Head.fields (0: none, as a name is there)."""
+
+    template: bytes  # the client's lines, % the fields: _KEEP_LINE or _DROP_LINE per header
+    connection: tuple[int, ...]
+    has_length: bool
+    date: int
+    request_id: int
+    error_type: int
+    encoding: int  # the last Transfer-Encoding's: its last coding says whether it is chunked
+    has_cors: bool
+
+    def head(self, status: int, reason: bytes, fields: list[bytes]) -> Head:
+        connection = None
+        if self.connection:
+            connection = b",".join([fields[at] for at in self.connection])
+        return Head(
+            status,
+            reason,
+            fields,
+            connection,
+            self.has_length,
+            self.date > 0,
+            fields[self.date] if self.date else None,
+            fields[self.request_id].decode("utf-8", "surrogateescape") if self.request_id else None,
+            fields[self.error_type].decode("utf-8", "surrogateescape") if self.error_type else None,
+            self.template % tuple(fields),
+            self.has_cors,
+        )
+
+    def chunked(self, fields: list[bytes]) -> bool:
+        return bool(self.encoding) and _last_coding(fields[self.encoding]) == b"chunked"
+
+
+def _last_coding(value: bytes) -> bytes:
+    return value.rpartition(b",")[2].strip().lower()
+
+
+def plan_of(names: tuple[bytes, ...]) -> _Plan:
+    """The plan for headers of these names, in this order (and remember it, within bounds)."""
+    template = []
+    noted: dict[int, int] = {}
+    connection = []
+    has_cors = False
+    for at, name in enumerate(names):
+        value_at = 2 * at + 1
+        kind = _kind(name)
+        if kind == _CONNECTION:
+            connection.append(value_at)
+        elif kind < _KEPT:
+            noted[kind] = value_at  # the last of a name, as the access log has always shown
+        has_cors = has_cors or kind == _KEPT_CORS
+        keep = kind not in (_CONNECTION, _ENCODING, _DROPPED)
+        template.append(_KEEP_LINE if keep else _DROP_LINE)
+    made = _Plan(
+        b"".join(template),
+        tuple(connection),
+        _LENGTH in noted,
+        noted.get(_DATE, 0),
+        noted.get(_REQUEST_ID, 0),
+        noted.get(_ERROR_TYPE, 0),
+        noted.get(_ENCODING, 0),
+        has_cors,
+    )
+    if len(names) <= PLAN_HEADERS and sum(map(len, names)) <= PLAN_NAMES_SIZE:
+        remember(_PLANS, names, made, PLANS_ENTRIES)
+    return made
+
+
+# The plans, by the names of an answer's headers as sent; bounded (proxy/memo.py): lists of at
+# most 64 headers whose names add up to at most 2 KiB, 256 lists.
+_PLANS: Final[dict[tuple[bytes, ...], _Plan]] = {}
+PLANS_ENTRIES: Final = 256
+PLAN_HEADERS: Final = 64
+PLAN_NAMES_SIZE: Final = 2048
 
 
 def _kind(name: bytes) -> int:
-    """What the parser does with a header of this name (and remember it)."""
+    """What the parser does with a header of this name."""
     lower = name.lower()
     kind = _NOTED.get(lower)
     if kind is None:
         if lower in _HOP_BY_HOP:
-            kind = _DROPPED
-        else:
-            kind = _KEPT_CORS if lower.startswith(CORS_PREFIX) else _KEPT
-    if len(name) <= KIND_NAME:
-        remember(_KINDS, name, kind, KINDS_ENTRIES)
+            return _DROPPED
+        return _KEPT_CORS if lower.startswith(CORS_PREFIX) else _KEPT
     return kind
 
 
@@ -168,7 +247,7 @@ class Wire(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[None] | None = None
-        self._raw: list[tuple[bytes, bytes]] = []
+        self._fields: list[bytes] = []  # the answer's header names and values, in turn
         self._reason = b""
         self._head: Head | None = None
         self._chunks: list[bytes] = []
@@ -234,57 +313,31 @@ class Wire(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.done:  # a second answer to one request: _fail() keeps the first, ends the rest
             raise Malformed("it sent more than one answer")
-        self._raw = []
+        self._fields = []
         self._reason = b""
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._raw.append((name, value))
+        fields = self._fields
+        fields.append(name)
+        fields.append(value)
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200:
             return  # an interim answer (101 is never asked for: no Upgrade is forwarded)
         reason = self._reason
-        if holds_control_bytes(reason):
+        if reason != b"OK" and holds_control_bytes(reason):
             raise Malformed(CONTROL_CHARACTER)
-        head = Head(status, reason, self._raw)
-        chunked = False
-        kept = []  # the client's lines, made in this one pass over the headers
-        for header in self._raw:
-            noted = _KINDS.get(header[0])
-            if noted is None:
-                noted = _kind(header[0])
-            if noted >= _KEPT:  # most headers: passed on as they came, or dropped
-                if noted != _DROPPED:
-                    kept.append(b": ".join(header))
-                    if noted == _KEPT_CORS:
-                        head.has_cors = True
-                continue
-            value = header[1]
-            if noted != _CONNECTION and noted != _ENCODING:
-                kept.append(b": ".join(header))
-            if noted == _CONNECTION:
-                head.connection = (
-                    value if head.connection is None else head.connection + b"," + value
-                )
-            elif noted == _LENGTH:
-                head.has_length = True
-            elif noted == _DATE:
-                head.has_date = True
-                head.date = value
-            elif noted == _REQUEST_ID:
-                head.request_id = _text(value)
-            elif noted == _ERROR_TYPE:
-                head.error_type = _text(value)
-            else:
-                chunked = value.rpartition(b",")[2].strip().lower() == b"chunked"
-        head.lines = joined_lines(kept)
+        fields = self._fields
+        names = tuple(fields[::2])
+        made = _PLANS.get(names) or plan_of(names)
+        head = made.head(status, reason, fields)
         self._keep_alive = self._parser.should_keep_alive()
         self._until_close = not (
-            head.has_length or chunked or self._skip_body or status in (204, 304)
+            head.has_length or self._skip_body or status in (204, 304) or made.chunked(fields)
         )
         self._head = head
         self._wake()

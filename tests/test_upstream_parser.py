@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.headers import response_header_lines
-from proxy.upstream import HIGH_WATER, Malformed, UpstreamBroken, Wire
+from proxy.upstream import HIGH_WATER, Head, Malformed, UpstreamBroken, Wire
 
 
 @dataclass
@@ -276,35 +276,44 @@ def test_the_lines_made_while_parsing_are_the_filters(
     assert head.lines_for(cors) == response_header_lines(head.raw, joined, cors)
 
 
-def test_header_kinds_are_remembered_by_name_as_sent_within_bounds(
+def test_plans_are_remembered_by_the_names_as_sent_within_bounds(
     loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each header name's kind is remembered as the upstream spelled it; the same name in
-    another case is a name of its own, with the same kind; long names are not kept, and a full
+    """The plan for an answer's headers is remembered by their names as the upstream spelled
+    them, in their order: the same names with other values reuse it, and the lines are the
+    values of this answer; heads with too many or too long names are not kept, and a full
     memory is emptied, not frozen."""
     from proxy import upstream
 
-    monkeypatch.setattr(upstream, "_KINDS", {})
-    monkeypatch.setattr(upstream, "KINDS_ENTRIES", 4)
-    long_name = b"X-" + b"n" * upstream.KIND_NAME
-    data = (
-        b"HTTP/1.1 200 OK\r\nAccess-Control-Allow-Origin: *\r\naccess-control-allow-origin: *\r\n"
-        b"Keep-Alive: timeout=5\r\n" + long_name + b": 1\r\nContent-Length: 2\r\n\r\nok"
+    monkeypatch.setattr(upstream, "_PLANS", {})
+    monkeypatch.setattr(upstream, "PLANS_ENTRIES", 2)
+    names = (b"Access-Control-Allow-Origin", b"Keep-Alive", b"x-amzn-RequestId", b"Content-Length")
+
+    def parsed(values: tuple[bytes, ...], *extra: bytes) -> Head:
+        head = b"".join(n + b": " + v + b"\r\n" for n, v in zip(names + extra, values, strict=True))
+        wire, _ = wire_for(loop)
+        feed(wire, b"HTTP/1.1 200 OK\r\n" + head + b"\r\nok", [], eof=False)
+        assert wire._head is not None
+        return wire._head
+
+    first = parsed((b"*", b"timeout=5", b"r-1", b"2"))
+    assert first.has_cors and first.has_length and first.request_id == "r-1"
+    assert (
+        first.lines
+        == b"Access-Control-Allow-Origin: *\r\nx-amzn-RequestId: r-1\r\nContent-Length: 2\r\n"
     )
-    wire, _ = wire_for(loop)
-    feed(wire, data, [], eof=False)
-    head = wire._head
-    assert head is not None and head.has_cors
-    assert head.lines == (
-        b"Access-Control-Allow-Origin: *\r\naccess-control-allow-origin: *\r\n"
-        + long_name
-        + b": 1\r\nContent-Length: 2\r\n"
+    assert list(upstream._PLANS) == [names]
+    plan = upstream._PLANS[names]
+    second = parsed((b"https://a.example", b"timeout=9", b"r-2", b"2"))
+    assert upstream._PLANS[names] is plan  # not worked out again
+    assert second.lines == (
+        b"Access-Control-Allow-Origin: https://a.example\r\nx-amzn-RequestId: r-2\r\n"
+        b"Content-Length: 2\r\n"
     )
-    assert upstream._KINDS == {
-        b"Access-Control-Allow-Origin": upstream._KEPT_CORS,
-        b"access-control-allow-origin": upstream._KEPT_CORS,
-        b"Keep-Alive": upstream._DROPPED,
-        b"Content-Length": upstream._LENGTH,
-    }
-    upstream._kind(b"X-Fifth")  # full: emptied first
-    assert upstream._KINDS == {b"X-Fifth": upstream._KEPT}
+    assert second.request_id == "r-2"
+    long_name = b"X-" + b"n" * upstream.PLAN_NAMES_SIZE
+    parsed((b"*", b"timeout=5", b"r-3", b"2", b"1"), long_name)
+    assert list(upstream._PLANS) == [names]  # too long to keep
+    parsed((b"*", b"timeout=5", b"r-4", b"2", b"1"), b"X-Third")
+    parsed((b"*", b"timeout=5", b"r-5", b"2", b"1"), b"X-Fourth")  # full: emptied first
+    assert list(upstream._PLANS) == [(*names, b"X-Fourth")]
