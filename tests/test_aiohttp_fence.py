@@ -13,9 +13,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import http_parser, http_writer, web, web_protocol, web_server
+from aiohttp import http_parser, http_writer, web, web_protocol, web_request, web_server
+from aiohttp.test_utils import make_mocked_request
 
-from proxy._aiohttp import PRIVATE, Written
+from proxy._aiohttp import FILLED, PRIVATE, JsonErrorServer, Written
 from tests.conftest import ROOT
 
 OWNERS: dict[str, Any] = {
@@ -25,6 +26,7 @@ OWNERS: dict[str, Any] = {
     "web_server.Server": web_server.Server,
     "http_parser.RawRequestMessage": http_parser.RawRequestMessage,
     "http_writer.StreamWriter": http_writer.StreamWriter,
+    "web_request.BaseRequest": web_request.BaseRequest,
 }
 
 
@@ -38,6 +40,8 @@ def _instance(owner: Any, loop: asyncio.AbstractEventLoop) -> Any:
         return web.StreamResponse()
     if owner is web_server.Server:
         return web_server.Server(_nothing, loop=loop)
+    if owner is web_request.BaseRequest:
+        return make_mocked_request("GET", "/")
     return owner
 
 
@@ -99,3 +103,58 @@ async def test_a_written_answer_is_not_written_again_and_says_if_the_connection_
         assert await written.prepare(None) is None  # type: ignore[arg-type]
         await written.write_eof()
         assert written.keep_alive is keep_alive
+
+
+REQUESTS = (
+    b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n",
+    b"GET /%7Ec HTTP/1.0\r\nHost: x\r\n\r\n",
+    b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok",
+    b"PUT /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+)
+
+
+@pytest.mark.parametrize("sent", REQUESTS, ids=[r.split(b"\r\n")[0].decode() for r in REQUESTS])
+async def test_the_properties_a_request_comes_with_are_aiohttps_own(sent: bytes) -> None:
+    """JsonErrorServer's requests come with FILLED in the reified properties' cache: each is
+    what aiohttp computes for the same message and payload, and reading a property reads that
+    cache (else filling it would cost a store and spare nothing)."""
+    seen: list[web.BaseRequest] = []
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        seen.append(request)
+        return web.Response(text="ok")
+
+    server = JsonErrorServer(handler)
+    runner = web.ServerRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(sent)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+    finally:
+        await runner.cleanup()
+    (request,) = seen
+    filled = dict(request._cache)
+    plain = web_request.BaseRequest(
+        request._message,
+        request._payload,
+        request.protocol,
+        request.writer,
+        request.task,
+        asyncio.get_running_loop(),
+    )
+    broke = (
+        f"aiohttp {aiohttp.__version__} computes BaseRequest.%s otherwise than the fence fills it"
+    )
+    for name in FILLED:
+        assert filled[name] == getattr(plain, name), broke % name
+        request._cache[name] = marker = object()
+        assert getattr(request, name) is marker, (
+            f"aiohttp {aiohttp.__version__} no longer reads BaseRequest.{name} from _cache: "
+            "filling it (proxy/_aiohttp.py FILLED) spares nothing"
+        )
