@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
+from multidict import istr
 from pydantic import IPvAnyNetwork, SecretStr
 
 from proxy.errors import ClientNotAllowed, HostNotAllowed, Unauthorized
@@ -18,7 +19,9 @@ from proxy.errors import ClientNotAllowed, HostNotAllowed, Unauthorized
 if TYPE_CHECKING:  # for the types only: `check` runs without aiohttp
     from aiohttp.web import BaseRequest
 
-TOKEN_HEADER: Final = "X-Proxy-Token"  # noqa: S105 - a header name, not a secret
+# istr: a name looked up in the request's headers without a case-folded copy of it, every request
+TOKEN_HEADER: Final = istr("X-Proxy-Token")
+HOST: Final = istr("Host")
 
 
 def is_loopback(bind: str) -> bool:
@@ -127,7 +130,7 @@ class AccessPolicy:
     def check(self, request: BaseRequest, token: bool = True) -> None:
         """Raise unless the request may be forwarded; without `token`, the access token is not
         asked for (the inspector page's own files, which hold no data)."""
-        host = request.headers.get("Host")
+        host = request.headers.get(HOST)
         if host is not None and not self._hosts.allows(host):
             raise self._hosts.refusal(host)
         if self._networks:

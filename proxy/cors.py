@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
+from multidict import istr
+
 from proxy.errors import OriginNotAllowed
 
 if TYPE_CHECKING:  # for the types only: `check` runs without aiohttp
@@ -21,8 +23,10 @@ if TYPE_CHECKING:  # for the types only: `check` runs without aiohttp
 LOOPBACK_ORIGIN: Final = re.compile(
     r"https?://(?:localhost|[a-z0-9-]+\.localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d{1,5})?"
 )
-SEC_FETCH_SITE: Final = "Sec-Fetch-Site"
-ORIGIN: Final = "Origin"
+# istr: a name looked up in the request's headers without a case-folded copy of it, every request
+SEC_FETCH_SITE: Final = istr("Sec-Fetch-Site")
+ORIGIN: Final = istr("Origin")
+REQUEST_METHOD: Final = istr("Access-Control-Request-Method")
 VARY_ORIGIN: Final = b"Vary: Origin\r\n"
 ALLOWED_METHODS: Final = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 MAX_AGE: Final = "600"
@@ -85,7 +89,7 @@ class CorsPolicy:
         return (
             request.method == "OPTIONS"
             and ORIGIN in request.headers
-            and "Access-Control-Request-Method" in request.headers
+            and REQUEST_METHOD in request.headers
         )
 
     def preflight(self, request: BaseRequest, origin: str) -> bytes:

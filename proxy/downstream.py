@@ -86,8 +86,8 @@ def keeps_alive(request: web.BaseRequest) -> bool:
 def _version(request: web.BaseRequest) -> Version:
     """The version of the answer: the request's, or 1.1 for a request line that named none, 0.9
     or 2.0 (which aiohttp's parser passes, and the proxy refuses in an answer clients read)."""
-    version = request.version
-    return (version.major, version.minor) if version.major == 1 else HTTP_11
+    version = request.version  # aiohttp's HttpVersion: a (major, minor) tuple
+    return version if version.major == 1 else HTTP_11
 
 
 def _send(request: web.BaseRequest, parts: list[bytes], exchange: Exchange) -> bool:

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import re
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -138,6 +139,38 @@ async def test_a_full_batch_is_written_at_once(configured: io.StringIO) -> None:
         logs.log_access(EXCHANGES[0], 0.001)
     assert stream.writes == 1  # memory stays bounded however fast requests come
     assert len(_lines(stream)) == logs.LogHandler.FLUSH_LINES
+
+
+def test_lines_from_the_loop_and_records_from_other_threads_are_all_written_whole(
+    configured: io.StringIO,
+) -> None:
+    """Access lines are appended without the handler's lock while other threads' records
+    write the waiting ones out: none is lost or split, and each thread's lines keep their
+    order."""
+    logs.configure("text", "info", configured)
+    count = 3000
+
+    async def requests() -> None:
+        for number in range(count):
+            logs.log_access(Exchange("GET", f"/fn/{number}", "/fn", 200, 1), 0.001)
+            if number % 50 == 0:
+                await asyncio.sleep(0)  # let the batch's timer fire now and then
+
+    def records() -> None:
+        for number in range(count):
+            logging.getLogger("proxy").warning("record %d", number)
+
+    other = threading.Thread(target=records)
+    other.start()
+    asyncio.run(requests())
+    other.join()
+    assert logs._handler is not None
+    logs._handler.flush()
+    lines = _lines(configured)
+    paths = [int(line.split("/fn/")[1].split()[0]) for line in lines if " GET " in line]
+    said = [int(line.rsplit(" ", 1)[1]) for line in lines if line.split()[2] == "WARNING"]
+    assert paths == list(range(count)) and said == list(range(count))
+    assert len(lines) == 2 * count
 
 
 def _dumped(created: float, level: str, exchange: Exchange, duration_ms: float) -> str:
