@@ -16,6 +16,7 @@ from typing import Any, Final
 from multidict import MultiMapping, istr
 
 HEADER: Final = istr("X-Amzn-Trace-Id")  # an istr: looked up without a case-folded copy
+LINE_START: Final = "X-Amzn-Trace-Id: "  # a str: an istr in an f-string is formatted slowly
 SHOWN: Final = 256  # characters of a client's id kept for the log
 
 
@@ -48,4 +49,4 @@ def trace_header(headers: MultiMapping[str]) -> tuple[str, bytes]:
     if given is not None:
         return given[:SHOWN], b""
     made = new_trace_id()
-    return made, f"{HEADER}: {made}\r\n".encode()
+    return made, (LINE_START + made + "\r\n").encode()
