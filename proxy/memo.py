@@ -2,7 +2,8 @@
 
 A full memo is emptied rather than evicting one entry at a time: a hit costs one look-up and
 no bookkeeping, and what is asked for often is back in it at once. proxy/target.py (targets),
-proxy/headers.py (forwarded header lines) and proxy/upstream.py (header kinds) use it.
+proxy/headers.py (forwarded header lines), proxy/upstream.py (plans of answers' headers) and
+proxy/routing.py (the route of each path) use it.
 """
 
 from __future__ import annotations

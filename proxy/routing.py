@@ -8,13 +8,14 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 from urllib.request import getproxies, proxy_bypass
 
 from yarl import URL
 
 from proxy.aws_config import Resolved
 from proxy.credentials import Identity
+from proxy.memo import remember
 from proxy.settings import Route
 from proxy.target import canonical_path
 
@@ -151,17 +152,26 @@ class Upstream:
         return self.base_path + path or "/"
 
 
+# Router._found's bounds: paths of at most 256 characters, 1 024 of them.
+FOUND_ENTRIES: Final = 1024
+FOUND_PATH: Final = 256
+
+
 class Router:
     """Prefixes to URL routes (Upstream) and to routes naming a function (FunctionRoute)."""
 
     def __init__(self, routes: Iterable[Upstream | FunctionRoute]) -> None:
         self._by_prefix = {route.prefix: route for route in routes}
         self.routes = sorted(self._by_prefix.values(), key=lambda r: r.prefix)
+        # The route of each path seen, the paths asked for most being the same few: one look-up
+        # where find() makes one per segment and two calls. Bounded (proxy/memo.py); a reload
+        # makes a new Router.
+        self._found: dict[str, Upstream | FunctionRoute] = {}
 
     def match(self, path: str) -> Upstream | None:
         """The upstream to forward `path` to; for a route naming a function, its URL's, or the
         ProxyError that says why it has none now (FunctionRoute.routed)."""
-        route = self.find(path)
+        route = self._found.get(path) or self.find(path)
         if route is None or isinstance(route, Upstream):
             return route
         return route.routed()
@@ -173,6 +183,8 @@ class Router:
         while True:
             route = self._by_prefix.get(candidate)
             if route is not None:
+                if len(path) <= FOUND_PATH:
+                    remember(self._found, path, route, FOUND_ENTRIES)
                 return route
             if candidate == "/":
                 return None

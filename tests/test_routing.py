@@ -50,6 +50,38 @@ def test_root_prefix_catches_everything_else() -> None:
     assert router.match("/api/x").prefix == "/api"  # type: ignore[union-attr]
 
 
+def test_a_path_seen_again_is_routed_from_a_bounded_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The route of a path seen is remembered by the path: asked again, it is not looked for
+    segment by segment; a path with no route and a long path are not kept, a full memory is
+    emptied rather than frozen, and each Router (a reload makes a new one) has its own."""
+    from proxy import routing
+
+    monkeypatch.setattr(routing, "FOUND_ENTRIES", 2)
+    router = Router([upstream("/api"), upstream("/users")])
+    looked: list[str] = []
+    find = router.find
+
+    def counted(path: str) -> Upstream | None:
+        looked.append(path)
+        return find(path)  # type: ignore[return-value]
+
+    monkeypatch.setattr(router, "find", counted)
+    assert router.match("/api/x").prefix == "/api"  # type: ignore[union-attr]
+    assert router.match("/api/x").prefix == "/api"  # type: ignore[union-attr]
+    assert looked == ["/api/x"]
+    assert router.match("/nowhere") is None and router.match("/nowhere") is None
+    assert looked == ["/api/x", "/nowhere", "/nowhere"]  # no route: never kept
+    router.match("/api/" + "x" * routing.FOUND_PATH)
+    assert list(router._found) == ["/api/x"]  # too long to keep
+    router.match("/users/1")
+    router.match("/users/2")  # full: emptied first
+    assert list(router._found) == ["/users/2"]
+    again = Router([upstream("/users", url="https://other.lambda-url.us-east-1.on.aws")])
+    assert again.match("/users/2").url == "https://other.lambda-url.us-east-1.on.aws"  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(
     ("prefix", "url", "strip", "path", "expected"),
     [
