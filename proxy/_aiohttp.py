@@ -311,27 +311,6 @@ FILLED: Final = ("method", "raw_path", "version", "headers", "raw_headers", "kee
                  "body_exists")  # fmt: skip
 
 
-def filled_request(
-    message: RawRequestMessage,
-    payload: StreamReader,
-    protocol: RequestHandler,
-    writer: AbstractStreamWriter,
-    task: asyncio.Task[None],
-    loop: asyncio.AbstractEventLoop,
-) -> BaseRequest:
-    """aiohttp's request, with the properties FILLED already in its cache."""
-    request = BaseRequest(message, payload, protocol, writer, task, loop)
-    cache = request._cache
-    cache["method"] = message.method
-    cache["raw_path"] = message.path
-    cache["version"] = message.version
-    cache["headers"] = message.headers
-    cache["raw_headers"] = message.raw_headers
-    cache["keep_alive"] = not message.should_close
-    cache["body_exists"] = type(payload) is not EmptyStreamReader
-    return request
-
-
 class JsonErrorServer(web.Server):
     """aiohttp's low-level server, whose connections are JsonErrorRequestHandler: refused
     requests answered with the proxy's JSON, heads over `max_head_size` with a 431, connections
@@ -362,4 +341,14 @@ class JsonErrorServer(web.Server):
         writer: AbstractStreamWriter,
         task: asyncio.Task[None],
     ) -> BaseRequest:
-        return filled_request(message, payload, protocol, writer, task, self._loop)
+        """aiohttp's request (as Server's own factory makes it), with FILLED in its cache."""
+        request = BaseRequest(message, payload, protocol, writer, task, self._loop)
+        cache = request._cache
+        cache["method"] = message.method
+        cache["raw_path"] = message.path
+        cache["version"] = message.version
+        cache["headers"] = message.headers
+        cache["raw_headers"] = message.raw_headers
+        cache["keep_alive"] = not message.should_close
+        cache["body_exists"] = type(payload) is not EmptyStreamReader
+        return request

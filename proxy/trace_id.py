@@ -16,7 +16,7 @@ from typing import Any, Final
 from multidict import MultiMapping, istr
 
 HEADER: Final = istr("X-Amzn-Trace-Id")  # an istr: looked up without a case-folded copy
-LINE_START: Final = "X-Amzn-Trace-Id: "  # a str: an istr in an f-string is formatted slowly
+LINE_START: Final = str(HEADER) + ": "  # a str: an istr in an f-string is formatted slowly
 SHOWN: Final = 256  # characters of a client's id kept for the log
 
 
