@@ -325,9 +325,8 @@ class Identity:
 
     async def _refresh(self) -> float | None:
         # One chain throughout: renew() may drop self._chain while this awaits.
-        chain = self._chain
-        if chain is None:
-            chain = self._chain = await asyncio.to_thread(self._resolve)
+        chain = self._chain if self._chain is not None else await asyncio.to_thread(self._resolve)
+        self._chain = chain
         frozen = await asyncio.to_thread(chain.get_frozen_credentials)
         if not frozen.access_key or not frozen.secret_key:
             raise LookupError("the credential source returned an empty access key or secret key")

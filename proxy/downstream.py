@@ -32,7 +32,8 @@ from proxy.cors import CorsPolicy
 from proxy.errors import ERROR_HEADER, ProxyError
 from proxy.exchange import Exchange
 from proxy.headers import kept_names
-from proxy.upstream import Head, Malformed
+from proxy.upstream import Head
+from proxy.upstream_errors import Malformed
 from proxy.wire import LAST_CHUNK, NO_BODY_STATUSES, Version, connection_line, status_line
 
 HTTP_11: Final = (1, 1)

@@ -34,7 +34,8 @@ from proxy.signing import EMPTY_SHA256, Credentials
 from proxy.skew import AwsClock
 from proxy.trace import Observer, Signed, Trace
 from proxy.trace_id import trace_header
-from proxy.upstream import ConnectFailed, Head, Malformed, UpstreamClient, Wire
+from proxy.upstream import Head, UpstreamClient, Wire
+from proxy.upstream_errors import ConnectFailed, Malformed
 from proxy.wire import request_head
 
 log = logging.getLogger("proxy.upstream")

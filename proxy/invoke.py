@@ -50,7 +50,8 @@ from proxy.signing import AmzClock, Credentials
 from proxy.trace import Signed
 from proxy.trace_id import HEADER as TRACE_HEADER
 from proxy.trace_id import trace_header
-from proxy.upstream import ConnectFailed, Head, Malformed, UpstreamBroken, UpstreamClient, Wire
+from proxy.upstream import Head, UpstreamClient, Wire
+from proxy.upstream_errors import ConnectFailed, Malformed, UpstreamBroken
 from proxy.wire import NO_BODY_STATUSES, request_head
 
 log: Final = logging.getLogger("proxy.trace")  # --log-level debug, as forwarding's trace

@@ -20,7 +20,8 @@ from proxy.routing import Upstream
 from proxy.signing import EMPTY_SHA256
 from proxy.skew import describe
 from proxy.target import split_target
-from proxy.upstream import ConnectFailed, Head, Malformed, UpstreamClient
+from proxy.upstream import Head, UpstreamClient
+from proxy.upstream_errors import ConnectFailed, Malformed
 from proxy.wire import request_head
 
 TIMEOUT: Final = 10.0

@@ -34,6 +34,7 @@ from proxy.headers import (
 from proxy.memo import remember
 from proxy.routing import HttpProxy, Origin, Upstream
 from proxy.skew import Clocks
+from proxy.upstream_errors import ConnectFailed, Malformed, UpstreamBroken
 
 # The pool's keep-alive stays below AWS's idle timeout, so a connection AWS has closed is
 # rarely picked (aiohttp's pool used the same 30 s).
@@ -48,24 +49,6 @@ COPY_LIMIT: Final = 1 << 14
 CONTROL_CHARACTER: Final = "a control character in its status line or a header"
 _LLHTTP_CONTROL: Final = "Invalid header value char"
 HEAD_END: Final = b"\r\n\r\n"
-
-
-class ConnectFailed(Exception):
-    """The connection could not be made (refused, DNS, TLS, a proxy's tunnel): no byte of the
-    request went out, so an idempotent request may be tried again (unless `tls`)."""
-
-    def __init__(self, cause: OSError | str, tls: bool = False) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-        self.tls = tls
-
-
-class UpstreamBroken(ConnectionError):
-    """The connection ended (or broke) before the answer did."""
-
-
-class Malformed(Exception):
-    """The answer is not HTTP the proxy will pass on."""
 
 
 @dataclass(slots=True)

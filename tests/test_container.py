@@ -65,6 +65,14 @@ def test_dockerfile_is_multi_stage_on_slim_python() -> None:
     assert builder().base == final().base, "a venv only works on the Python it was built with"
 
 
+def test_the_builder_compiles_the_request_path() -> None:
+    """setup.py's compiled build, with a C compiler in the builder stage only."""
+    runs = [instruction.text for instruction in builder().all("RUN")]
+    assert any("USE_MYPYC=1" in run and "pip install" in run for run in runs)
+    assert any(COMPILERS.search(run) for run in runs), "mypyc needs a C compiler"
+    assert in_context("setup.py")
+
+
 def test_final_stage_gets_only_the_venv_and_no_compiler() -> None:
     venv = image_venv()
     for copy in copies(final()):

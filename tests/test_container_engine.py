@@ -44,6 +44,7 @@ from tests.engine import (
     wait_exited,
 )
 from tests.lockfile import locked_here
+from tests.test_compiled import compiled_names
 
 # Not in the development loop; the first test pays for the image build (~80 s cold).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -72,6 +73,8 @@ print(json.dumps({
     "build_tools": [n for n in ("pip", "setuptools") if u.find_spec(n)],
     "compilers": [c for c in ("gcc", "cc", "clang", "make") if shutil.which(c)],
     "sources": os.path.exists("/src"),
+    "compiled": sorted(p.name.split(".")[0] for p in os.scandir(os.path.dirname(proxy.__file__))
+                       if p.name.endswith(".so")),
     "user": [os.getuid(), os.getgid(), home.pw_name, home.pw_dir, os.environ["HOME"]],
     "versions": {d.metadata["Name"]: d.version for d in m.distributions()},
 }))
@@ -292,6 +295,7 @@ def test_the_image_holds_the_locked_venv_and_no_build_tools(image: str) -> None:
     found = json.loads(probe.stdout)
     assert found["prefix"] == "/opt/venv" and found["proxy"].startswith("/opt/venv/lib/")
     assert found["build_tools"] == [] and found["compilers"] == [] and not found["sources"]
+    assert found["compiled"] == sorted(compiled_names()), "the request path, compiled by mypyc"
     home = CONTAINER_HOME  # the user's home in /etc/passwd, and HOME, whatever the uid
     assert found["user"] == [IMAGE_USER, IMAGE_USER, "lambda-url-proxy", home, home]
     installed = {str(canonicalize_name(name)): v for name, v in found["versions"].items()}

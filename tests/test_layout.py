@@ -70,6 +70,7 @@ def test_the_signed_head_is_built_without_io() -> None:
     }, imported
 
 
+@pytest.mark.interpreted  # reads the functions' source
 @pytest.mark.parametrize(
     "function", [app.handle, app._serve, forward.forward], ids=["handle", "_serve", "forward"]
 )

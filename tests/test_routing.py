@@ -50,6 +50,7 @@ def test_root_prefix_catches_everything_else() -> None:
     assert router.match("/api/x").prefix == "/api"  # type: ignore[union-attr]
 
 
+@pytest.mark.interpreted  # replaces the memory's bounds
 def test_a_path_seen_again_is_routed_from_a_bounded_memory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

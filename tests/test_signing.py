@@ -177,6 +177,7 @@ def test_amz_clock_formats_once_per_second() -> None:
     assert clock() == "20231114T221321Z"
 
 
+@pytest.mark.interpreted  # replaces the memory's bounds
 def test_requests_alike_within_a_second_share_one_signature(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

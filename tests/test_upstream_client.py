@@ -536,6 +536,7 @@ def test_parts_are_written_unjoined_only_where_a_slow_client_still_pauses_the_wr
     assert _writev("asyncio.selector_events") is fixed
 
 
+@pytest.mark.interpreted  # replaces the memory's bounds
 def test_a_head_seen_again_gets_its_lines_from_a_bounded_cache(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -123,7 +123,7 @@ def test_a_dns_failure_is_explained() -> None:
     from proxy.forward import _unreachable
     from proxy.routing import Upstream
     from proxy.settings import Route
-    from proxy.upstream import ConnectFailed
+    from proxy.upstream_errors import ConnectFailed
 
     upstream = Upstream.from_route(
         Route(prefix="/fn", url="https://nope.lambda-url.us-east-1.on.aws"),

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.headers import response_header_lines
-from proxy.upstream import HIGH_WATER, Head, Malformed, UpstreamBroken, Wire
+from proxy.upstream import HIGH_WATER, Head, Wire
+from proxy.upstream_errors import Malformed, UpstreamBroken
 
 
 @dataclass
@@ -276,6 +277,7 @@ def test_the_lines_made_while_parsing_are_the_filters(
     assert head.lines_for(cors) == response_header_lines(head.raw, joined, cors)
 
 
+@pytest.mark.interpreted  # replaces the memory and its bounds
 def test_plans_are_remembered_by_the_names_as_sent_within_bounds(
     loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
