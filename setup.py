@@ -17,15 +17,16 @@ import os
 
 from setuptools import Extension, setup
 
-# The modules a request runs through. Left interpreted: app.py (its cleanup contexts are async
-# generators, which mypyc does not compile), _aiohttp.py (the fence: its subclasses of aiohttp's
-# private classes are read by the canary test), upstream_errors.py (mypyc cannot compile a
-# subclass of ConnectionError), logs.py (its handler subclasses logging's, and the compiled class
-# crashed the interpreter beside another logging thread) and metrics.py (read at each scrape, not
-# each request), and whatever start-up or the tests subclass (interpreted classes cannot inherit
-# from compiled ones).
+# The modules a request runs through. Left interpreted: lifetime.py (aiohttp's cleanup
+# contexts are async generators, which mypyc does not compile), _aiohttp.py (the fence: its
+# subclasses of aiohttp's private classes are read by the canary test), upstream_errors.py
+# (mypyc cannot compile a subclass of ConnectionError), logs.py (its handler subclasses logging's,
+# and the compiled class crashed the interpreter beside another logging thread), metrics.py (read
+# at each scrape, not each request), and whatever start-up or the tests subclass (interpreted
+# classes cannot inherit from compiled ones).
 COMPILED = (
     "access",
+    "app",
     "cors",
     "credentials",
     "deadline",

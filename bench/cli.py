@@ -4,6 +4,7 @@ Targets, all in front of the same fast upstream (nginx, see bench/nginx.py):
   direct            wrk -> upstream (the limit of this machine)
   nginx             wrk -> nginx reverse proxy (keep-alive pool) -> upstream
   lambda-url-proxy  wrk -> `lambda-url-proxy` (a real subprocess) -> upstream
+  compiled          wrk -> the same proxy compiled by mypyc (--compiled: bench/compiled.py)
   <variant>         wrk -> another proxy command given with --variant LABEL=COMMAND
 """
 
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from bench import hostile, load, micro, nginx, procs, report
+from bench import compiled, hostile, load, micro, nginx, procs, report
 from bench.load import Scenario
 from bench.procs import Processes, RssSampler, Service
 
@@ -499,14 +500,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         proxies.append((label, shlex.split(command)))
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%d-%H%M%S")
-    result: dict[str, Any] = {
-        "started": started.isoformat(timespec="seconds"),
-        "stamp": stamp,
-        "plan": plan.__dict__,
-        "host": host_facts(tools, proxies),
-    }
     with tempfile.TemporaryDirectory(prefix="lambda-url-proxy-bench-") as tmp:
         workdir = Path(tmp)
+        if args.compiled:
+            say("bench: building the compiled proxy (setup.py, USE_MYPYC=1): a minute or two")
+            try:
+                site = compiled.build(workdir / "compiled")
+            except compiled.BuildFailed as error:
+                raise SystemExit(f"bench: --compiled: {error}") from None
+            command = compiled.command(site)
+            proxies.append(("compiled", command))
+            if args.proxy_workers > 1:
+                label = f"compiled --workers {args.proxy_workers}"
+                proxies.append((label, [*command, "--workers", str(args.proxy_workers)]))
+        result: dict[str, Any] = {
+            "started": started.isoformat(timespec="seconds"),
+            "stamp": stamp,
+            "plan": plan.__dict__,
+            "host": host_facts(tools, proxies),
+        }
         env = proxy_environment(workdir)
         say(f"bench: {'quick' if quick else 'full'} run; work files in {workdir}")
         load_1m = os.getloadavg()[0]
@@ -589,6 +601,11 @@ def main(argv: list[str] | None = None) -> None:
         metavar="LABEL=COMMAND",
         help="another proxy command to measure in the same run, e.g. "
         "'quiet=lambda-url-proxy --log-level warning' (repeatable)",
+    )
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="also build the proxy compiled by mypyc (setup.py: needs gcc) and measure it",
     )
     parser.add_argument(
         "--scenarios",

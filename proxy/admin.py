@@ -16,9 +16,10 @@ from aiohttp import web
 
 from proxy import downstream
 from proxy._aiohttp import JsonErrorServer
-from proxy.app import CLIENT, HEALTH_PATH, LIVE, METRICS_PATH, RESERVED, Handler
+from proxy.app import HEALTH_PATH, METRICS_PATH, RESERVED, Handler
 from proxy.errors import MethodNotAllowed, NoRoute, ProxyError
 from proxy.exchange import Exchange
+from proxy.lifetime import CLIENT, LIVE
 from proxy.metrics import CONTENT_TYPE
 from proxy.settings import ConfigError, Settings
 from proxy.state import Live

@@ -2,18 +2,18 @@
 
 Every request goes through `handle`, which is also the one edge where the proxy's own errors
 become JSON and where the access log line is written. The app holds the state and runs the
-start-up and clean-up; requests bypass its router and middleware chain (one catch-all route
-needs neither): proxy/server.py gives aiohttp's low-level server `dispatcher(app)` as its handler.
+start-up and clean-up (proxy/lifetime.py); requests bypass its router and middleware chain (one
+catch-all route needs neither): proxy/server.py gives aiohttp's low-level server
+`dispatcher(app)` as its handler.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from aiohttp import web
@@ -35,6 +35,13 @@ from proxy.errors import (
 from proxy.exchange import Capture, Exchange, Steps
 from proxy.forward import forward
 from proxy.invoke import invoke
+from proxy.lifetime import (
+    CLIENT,
+    LIVE,
+    credentials_refreshed,
+    metrics_published,
+    upstream_client,
+)
 from proxy.logs import log_access
 from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.routing import Router, Upstream
@@ -43,11 +50,6 @@ from proxy.state import Live, ProxyState
 from proxy.target import split_target
 from proxy.upstream import UpstreamClient
 
-LIVE: Final = web.AppKey("live", Live)
-CLIENT: Final = web.AppKey("client", UpstreamClient)
-
-# How long start-up waits for credentials before listening anyway (requests then wait for them).
-FIRST_RESOLUTION_WAIT: Final = 5.0
 # Lambda rejects request payloads over 6 MB; the default limit says so before AWS does.
 LIMIT_HINT: Final = "raise max_body_size to change it (Lambda itself refuses more than 6 MB)"
 BUDGET_HINT: Final = (
@@ -399,42 +401,8 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application()
     app[LIVE] = live = Live(ProxyState.build(settings))
     live.metrics = Metrics()
-    app.cleanup_ctx.append(_credentials)
-    app.cleanup_ctx.append(_upstream_client)
+    app.cleanup_ctx.append(credentials_refreshed)
+    app.cleanup_ctx.append(upstream_client)
     if live.metrics.shared:
-        app.cleanup_ctx.append(_publish_metrics)
+        app.cleanup_ctx.append(metrics_published)
     return app
-
-
-async def _publish_metrics(app: web.Application) -> AsyncIterator[None]:
-    """A worker's figures, for the scrapes the other workers answer."""
-    live = app[LIVE]
-    assert live.metrics is not None
-    publishing = asyncio.create_task(live.metrics.publish_every_second(lambda: len(live.in_flight)))
-    yield
-    publishing.cancel()
-
-
-async def _upstream_client(app: web.Application) -> AsyncIterator[None]:
-    app[CLIENT] = client = UpstreamClient(app[LIVE].state.ca_bundle)
-    if (metrics := app[LIVE].metrics) is not None:
-        metrics.upstream = client  # its retries and clocks, read at each scrape
-    yield
-    await client.close()
-
-
-async def _credentials(app: web.Application) -> AsyncIterator[None]:
-    live = app[LIVE]
-    live.start_refreshing()
-    identities = live.state.identities.values()
-    # Resolve before listening, so the first requests need not wait; a slow source (instance
-    # metadata far away) does not hold start-up hostage: requests wait for it instead. The
-    # functions' URLs are looked up in the same wait, each once its identity has keys.
-    first = asyncio.gather(
-        *(identity.wait_first_attempt() for identity in identities),
-        *(function.wait_first_attempt() for function in live.state.functions),
-    )
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(first, FIRST_RESOLUTION_WAIT)
-    yield
-    await live.stop()

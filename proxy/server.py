@@ -16,8 +16,9 @@ from proxy import __version__
 from proxy._aiohttp import JsonErrorServer
 from proxy.access import is_loopback
 from proxy.admin import start_admin
-from proxy.app import LIVE, create_app, dispatcher
+from proxy.app import create_app, dispatcher
 from proxy.functions import FunctionRoute
+from proxy.lifetime import LIVE
 from proxy.reload import Reloader
 from proxy.settings import Settings
 from proxy.state import Live

@@ -15,7 +15,6 @@ import pytest
 import pytest_asyncio
 
 import proxy.functions
-from proxy.app import LIVE
 from proxy.errors import (
     CredentialsUnavailable,
     FunctionAccessDenied,
@@ -24,6 +23,7 @@ from proxy.errors import (
     FunctionUnresolved,
 )
 from proxy.functions import FunctionRoute
+from proxy.lifetime import LIVE
 from proxy.reload import Reloader
 from proxy.settings import load_settings
 from proxy.state import Live, ProxyState

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from proxy import app
-from proxy.app import LIVE
+from proxy.lifetime import LIVE
 from tests.conftest import (
     ProxyProcess,
     RunningProxy,

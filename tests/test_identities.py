@@ -19,9 +19,9 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from proxy.app import LIVE
 from proxy.cli import build_parser
 from proxy.credentials import Identity, default_session_name
+from proxy.lifetime import LIVE
 from proxy.settings import ConfigError, load_settings
 from proxy.state import ProxyState
 from tests.conftest import AKID, SECRET, RunningProxy, route, running_proxy, spawn

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import ClientSession
 
-from proxy.app import LIVE
+from proxy.lifetime import LIVE
 from tests.conftest import AKID, KEYS, SECRET, RunningProxy, route, running_proxy, spawn
 from tests.fake_function_url import FakeFunctionUrl, KeyRecord
 from tests.fake_lambda_api import FakeLambdaApi

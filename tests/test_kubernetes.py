@@ -22,7 +22,8 @@ import pytest
 
 from proxy.access import is_loopback
 from proxy.admin import SERVED
-from proxy.app import FIRST_RESOLUTION_WAIT, HEALTH_PATH, METRICS_PATH, create_app
+from proxy.app import HEALTH_PATH, METRICS_PATH, create_app
+from proxy.lifetime import FIRST_RESOLUTION_WAIT
 from proxy.settings import (
     CONFIG_ENV,
     IdentityOptions,

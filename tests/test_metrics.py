@@ -15,8 +15,8 @@ from aiohttp import ClientSession, TCPConnector
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy import workers
-from proxy.app import LIVE
 from proxy.figures import BUCKETS
+from proxy.lifetime import LIVE
 from proxy.metrics import PUBLISH_INTERVAL
 from proxy.settings import ConfigError, load_settings
 from proxy.state import ProxyState

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from proxy.app import LIVE
+from proxy.lifetime import LIVE
 from proxy.reload import Reloader
 from proxy.settings import load_settings
 from tests.conftest import AKID, SECRET, ProxyProcess, route, running_proxy, spawn
