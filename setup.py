@@ -20,10 +20,10 @@ from setuptools import Extension, setup
 # The modules a request runs through. Left interpreted: lifetime.py (aiohttp's cleanup
 # contexts are async generators, which mypyc does not compile), _aiohttp.py (the fence: its
 # subclasses of aiohttp's private classes are read by the canary test), upstream_errors.py
-# (mypyc cannot compile a subclass of ConnectionError), logs.py (its handler subclasses logging's,
-# and the compiled class crashed the interpreter beside another logging thread), metrics.py (read
-# at each scrape, not each request), and whatever start-up or the tests subclass (interpreted
-# classes cannot inherit from compiled ones).
+# (mypyc cannot compile a subclass of ConnectionError), logs.py (compiled, its handler, a
+# subclass of logging's, crashed the interpreter once freed: logging keeps weak references to
+# handlers; bench/README.md), metrics.py (read at each scrape, not each request), and whatever
+# start-up or the tests subclass (interpreted classes cannot inherit from compiled ones).
 COMPILED = (
     "access",
     "app",
