@@ -7,7 +7,8 @@ mypyc is mypy's own compiler (mypy and black ship compiled with it; mypy's own s
 asks for MYPY_USE_MYPYC=1 as this one asks for USE_MYPYC=1): the same typed sources, turned
 into C extension modules. A small GET then costs about 18 % fewer instructions
 (bench/README.md, "Compiled with mypyc"); behaviour is the same, and tests/test_compiled.py runs
-the tests against a compiled build. The image (Dockerfile) is built compiled. Everything else
+the tests against a compiled build. The image (Dockerfile) is built compiled. Not with `-e`: the
+extension modules would then sit beside the sources and shadow every edit. Everything else
 lives in pyproject.toml.
 """
 

@@ -29,6 +29,12 @@ from tests.fake_function_url import FakeFunctionUrl, KeyRecord
 # The Docker engine's session fixtures (engine, image, bridge), for every module that needs them.
 pytest_plugins = ("tests.engine",)
 
+# tests/test_compiled.py runs these tests against the compiled build: refuse to run them against
+# anything else then, so that its run cannot pass on the sources by mistake.
+_APP_FILE = str(sys.modules["proxy.app"].__file__)
+if os.environ.get("TESTS_EXPECT_COMPILED") == "1" and not _APP_FILE.endswith(".so"):
+    raise pytest.UsageError(f"the tests expected the compiled build, not {_APP_FILE}")
+
 ROOT = Path(__file__).resolve().parent.parent
 AKID = "AKIAFAKEEXAMPLE00001"
 SECRET = "fAkE/sEcReT+kEy/0123456789abcdefghijklmn"

@@ -67,11 +67,12 @@ def test_the_fast_tests_pass_against_the_compiled_build(
 ) -> None:
     """The development loop's tests, less those that read or replace a module's internals
     (marked `interpreted`: a compiled module does not expose them), with the compiled package
-    imported: --import-mode=append keeps the checkout behind PYTHONPATH."""
+    imported: --import-mode=append keeps the checkout behind PYTHONPATH, and conftest.py refuses
+    to run on anything but the compiled build."""
     run = subprocess.run(
         [*PYTEST, *PYTEST_OPTIONS, "-c", str(ROOT / "pyproject.toml"), str(ROOT / "tests")],
         cwd=tmp_path,
-        env=compiled.environment(compiled_site),
+        env={**compiled.environment(compiled_site), "TESTS_EXPECT_COMPILED": "1"},  # conftest.py
         capture_output=True,
         text=True,
         timeout=SUITE_TIMEOUT,
