@@ -18,7 +18,9 @@ SUITE_TIMEOUT: Final = 600
 PYTEST: Final = (sys.executable, "-m", "pytest", "-q", "-m", "not slow and not interpreted")
 PYTEST_OPTIONS: Final = ("-p", "no:cacheprovider", "--import-mode=append", "--rootdir", str(ROOT))
 
-pytestmark = pytest.mark.slow
+# The build (one to two minutes) and the development loop's run (one) are each longer than
+# pyproject.toml's 120 s allows a test on a busy machine; each has its own timeout below that.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def compiled_names() -> tuple[str, ...]:

@@ -47,7 +47,8 @@ from tests.lockfile import locked_here
 from tests.test_compiled import compiled_names
 
 # Not in the development loop; the first test pays for the image build (~80 s cold).
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+# 600 s: the first test to ask for the image pays for its build (engine.py: up to 480 s).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 REGION: Final = "eu-west-3"  # the fake's; no default anywhere, so it must come from the config
 ROUTES: Final = env_name("routes")

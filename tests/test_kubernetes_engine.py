@@ -49,7 +49,8 @@ from tests.kubernetes_files import (
 from tests.test_metrics import P, parse, value
 
 # Not in the development loop; the first test of a session pays for the image build.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+# 600 s: the first test to ask for the image pays for its build (engine.py: up to 480 s).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 REGION: Final = "ap-southeast-2"  # the fake's; as EKS's webhook would set AWS_REGION
 AGENT_PORT: Final = 8100
